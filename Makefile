@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine:
+#   make book   -> builds the book (executes every chapter) into _build/html
+#   make test   -> unit tests, nbval against the committed notebooks, papermill smoke runs
+# Both create the virtual environment .venv on first use.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+export FUHELPERS_PROGRESS ?= 0
+
+.PHONY: book test unit nbval smoke clean execute
+
+$(STAMP): requirements.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+test: unit nbval smoke
+
+unit: $(STAMP)
+	$(PY) -m pytest tests
+
+# nbval re-executes each committed notebook and compares its text outputs.
+nbval: $(STAMP)
+	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+
+# papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs).
+smoke: $(STAMP)
+	mkdir -p _build/papermill
+	for nb in $(NOTEBOOKS); do \
+	  $(VENV)/bin/papermill --no-progress-bar -p scale smoke $$nb _build/papermill/$$(basename $$nb) || exit 1; \
+	done
+
+# Re-execute the committed notebooks in place at smoke scale (after editing a chapter).
+execute: $(STAMP)
+	for nb in $(NOTEBOOKS); do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 $$nb || exit 1; \
+	done
+
+clean:
+	rm -rf _build

@@ -1,0 +1,20 @@
+"""fuhelpers: the helper package of the open book on federated unlearning.
+
+Modules, in the order data flows through them::
+
+    data -> partition -> federation -> fl (FedAvg) -> unlearn.<method> -> metrics -> results
+"""
+from . import cost, data, device, federation, fl, history, metrics, models, partition, results, unlearn
+from .cost import Cost
+from .device import default_scale, seed_everything, set_threads, try_gpu
+from .federation import Federation, Request
+from .fl import FedConfig, train
+from .history import History
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Cost", "FedConfig", "Federation", "History", "Request", "cost", "data", "default_scale", "device",
+    "federation", "fl", "history", "metrics", "models", "partition", "results", "seed_everything",
+    "set_threads", "train", "try_gpu", "unlearn",
+]

@@ -1,0 +1,281 @@
+"""FedAvg (McMahan et al., 2017): the training every chapter starts from.
+
+Each round the server broadcasts the global model, the participating clients
+run local SGD on their own data, and the server averages the uploads weighted
+by the clients' data sizes::
+
+    w_{t+1} = sum_k (n_k / n) w_{t+1}^k        (McMahan et al., Algorithm 1)
+
+The engine runs on CPU or CUDA, can record a :class:`~fuhelpers.history.History`
+for history-based unlearning, and counts a :class:`~fuhelpers.cost.Cost`.
+Same seed on CPU -> same weights: client sampling and batch order come from
+generators derived from ``(seed, round, client)``, never from global state.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cost import Cost, stopwatch, tensor_bytes, train_flops_per_sample
+from .history import History
+
+State = dict[str, torch.Tensor]
+
+
+@dataclass
+class FedConfig:
+    """Hyper-parameters of FedAvg; defaults follow the TIS authors' code (SGD, lr 0.01, momentum 0.9, batch 32)."""
+
+    num_rounds: int = 10
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    participation: float = 1.0  # fraction of non-empty clients sampled per round
+    local_steps: int | None = None  # if set, exactly this many SGD steps per round instead of epochs
+    seed: int = 0
+
+
+@dataclass
+class FedResult:
+    """What :func:`train` returns.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The final global model (the same object that was passed in, trained).
+    cost : Cost
+        Seconds (training only, not evaluation), rounds, bytes, FLOPs.
+    history : History or None
+        Recorded states, when a history was passed.
+    log : list of dict
+        Per round ``t`` (0 = before training): ``{"round": t, **evaluate(model)}``.
+    initial_state : dict
+        The global state before round 1 (for reset-to-init methods).
+    """
+
+    model: nn.Module
+    cost: Cost
+    history: History | None = None
+    log: list[dict] = field(default_factory=list)
+    initial_state: State | None = None
+
+
+def derive_seed(*keys: int) -> int:
+    """A 63-bit seed derived from integer keys, stable across runs and platforms."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+def state_copy(model: nn.Module) -> State:
+    """Detached copy of the model's ``state_dict``."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def fedavg(states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]) -> State:
+    """Weighted average of client states: ``sum_k (n_k / n) w^k``.
+
+    Floating-point entries are averaged; integer buffers (BatchNorm's
+    ``num_batches_tracked``) are taken from the first state.
+
+    Parameters
+    ----------
+    states : sequence of dict
+        Client ``state_dict``s with the same keys.
+    weights : sequence of float
+        Non-negative weights (usually sample counts), not all zero.
+    """
+    if len(states) == 0 or len(states) != len(weights):
+        raise ValueError(f"need one weight per state, got {len(states)} states and {len(weights)} weights")
+    w = torch.as_tensor(weights, dtype=torch.float64)
+    if (w < 0).any() or w.sum() <= 0:
+        raise ValueError(f"weights must be non-negative with a positive sum, got {list(weights)}")
+    w = w / w.sum()
+    out = {}
+    for key, first in states[0].items():
+        if first.is_floating_point():
+            acc = sum(wk.item() * s[key].double() for wk, s in zip(w, states))
+            out[key] = acc.to(first.dtype)
+        else:
+            out[key] = first.clone()
+    return out
+
+
+def payload_names(model: nn.Module) -> list[str]:
+    """State entries that travel each round: trainable parameters and floating buffers."""
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    buffers = [n for n, b in model.named_buffers() if b.is_floating_point()]
+    return trainable + buffers
+
+
+def _batches(n: int, config: FedConfig, generator: torch.Generator):
+    """Index batches for one round of local training: epochs of shuffled batches, or a fixed step count."""
+    steps_left = config.local_steps
+    epochs = config.local_epochs if steps_left is None else 10**9
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, n, config.batch_size):
+            if steps_left is not None:
+                if steps_left == 0:
+                    return
+                steps_left -= 1
+            yield perm[start : start + config.batch_size]
+
+
+def local_train(
+    model: nn.Module,
+    data,
+    config: FedConfig,
+    generator: torch.Generator,
+    device: torch.device,
+    mask: Mapping[str, torch.Tensor] | None = None,
+) -> int:
+    """Run one client's local SGD in place; return the number of samples processed.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Starts as the broadcast global model; trained in place.
+    data : ArrayDataset
+        The client's data (tensors ``x`` and ``y``).
+    mask : dict of bool tensors, optional
+        Only entries where the mask is True may change (TRIM-style targeted
+        retraining); the others are restored after each step, which also
+        undoes momentum and weight decay on them.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    frozen = {}
+    if mask is not None:
+        named = dict(model.named_parameters())
+        frozen = {n: (named[n], named[n].detach().clone(), m.to(device)) for n, m in mask.items()}
+    x, y = data.x, data.y
+    model.train()
+    seen = 0
+    for idx in _batches(len(y), config, generator):
+        xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        for p, start, m in frozen.values():
+            p.data.copy_(torch.where(m, p.data, start))
+        seen += len(idx)
+    return seen
+
+
+def _sample_clients(sizes: Sequence[int], config: FedConfig, t: int) -> list[int]:
+    nonempty = [c for c, n in enumerate(sizes) if n > 0]
+    if not nonempty:
+        raise ValueError("every client is empty: nothing to train on")
+    m = max(1, int(round(config.participation * len(nonempty))))
+    if m >= len(nonempty):
+        return nonempty
+    rng = np.random.default_rng(derive_seed(config.seed, t, 7))
+    return sorted(rng.choice(nonempty, size=m, replace=False).tolist())
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    if progress is not None:
+        return progress
+    return os.environ.get("FUHELPERS_PROGRESS", "1") != "0"
+
+
+def train(
+    model: nn.Module,
+    clients: Sequence,
+    config: FedConfig,
+    *,
+    device: torch.device | str | None = None,
+    client_ids: Sequence[int] | None = None,
+    history: History | None = None,
+    mask: Mapping[str, torch.Tensor] | None = None,
+    evaluate: Callable[[nn.Module], dict] | None = None,
+    progress: bool | None = None,
+    desc: str = "FedAvg",
+) -> FedResult:
+    """Train ``model`` with FedAvg on ``clients``.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Initial global model; trained in place and returned in the result.
+    clients : sequence of ArrayDataset
+        One dataset per client; empty clients never take part.
+    config : FedConfig
+        Rounds, local epochs or steps, batch size, optimiser, participation, seed.
+    device : torch.device or str, optional
+        Where to train; default: the model's current device.
+    client_ids : sequence of int, optional
+        Global ids of ``clients`` (used for seeding and history); default ``range(len(clients))``.
+        Retraining without client 3 passes the other ids so each keeps its own data order.
+    history : History, optional
+        Filled with the global model of every round and the uploads it records.
+    mask : dict of bool tensors, optional
+        Restrict training to masked entries (see :func:`local_train`).
+    evaluate : callable, optional
+        ``evaluate(model) -> dict`` called before round 1 and after every round
+        (not counted in the cost); its values show on the progress bar.
+    progress : bool, optional
+        Show a progress bar (default: on unless ``FUHELPERS_PROGRESS=0``).
+
+    Returns
+    -------
+    FedResult
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.to(device)
+    ids = list(range(len(clients))) if client_ids is None else list(client_ids)
+    if len(ids) != len(clients):
+        raise ValueError(f"{len(clients)} clients but {len(ids)} client_ids")
+    sizes = [len(c) for c in clients]
+    names = payload_names(model)
+    initial = state_copy(model)
+    cost, log = Cost(), []
+    if history is not None:
+        history.add_global(initial)
+    if evaluate is not None:
+        log.append({"round": 0, **evaluate(model)})
+
+    bar = tqdm(range(1, config.num_rounds + 1), desc=desc, disable=not _progress_enabled(progress), leave=False)
+    for t in bar:
+        with stopwatch(cost):
+            chosen = _sample_clients(sizes, config, t)
+            global_state = state_copy(model)
+            payload = tensor_bytes(global_state[n] for n in names)
+            uploads = []
+            if history is not None:
+                history.add_round([ids[c] for c in chosen], {ids[c]: sizes[c] for c in chosen})
+            for c in chosen:
+                model.load_state_dict(global_state)
+                gen = torch.Generator().manual_seed(derive_seed(config.seed, t, ids[c]))
+                seen = local_train(model, clients[c], config, gen, device, mask)
+                xb, yb = clients[c].x[: config.batch_size].to(device), clients[c].y[: config.batch_size].to(device)
+                cost.flops += seen * train_flops_per_sample(model, xb, yb)
+                upload = state_copy(model)
+                uploads.append(upload)
+                if history is not None:
+                    history.add_upload(ids[c], upload)
+            model.load_state_dict(fedavg(uploads, [sizes[c] for c in chosen]))
+            cost.rounds += 1
+            cost.bytes_down += payload * len(chosen)
+            cost.bytes_up += payload * len(chosen)
+            if history is not None:
+                history.add_global(state_copy(model))
+        if evaluate is not None:
+            log.append({"round": t, **evaluate(model)})
+            bar.set_postfix({k: round(v, 3) for k, v in log[-1].items() if isinstance(v, float)})
+    if history is not None:
+        cost.storage_bytes = history.storage_bytes
+    return FedResult(model=model, cost=cost, history=history, log=log, initial_state=initial)
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (same device), so that unlearning never edits the original."""
+    return copy.deepcopy(model)

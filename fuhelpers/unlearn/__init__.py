@@ -1,0 +1,21 @@
+"""Unlearning methods, one module each, all with the face
+``unlearn(model, federation, request, config, history=None) -> Unlearned``.
+"""
+from . import finetune, random_reset, retrain
+from .base import MissingRequirementError, Unlearned, reinitialize
+
+METHODS = {
+    "retrain": retrain,
+    "finetune": finetune,
+    "random_reset": random_reset,
+}
+
+
+def needs(method: str) -> set[str]:
+    """What ``method`` needs beyond the trained model (see :mod:`fuhelpers.unlearn.base`)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHODS)}")
+    return set(METHODS[method].NEEDS)
+
+
+__all__ = ["METHODS", "MissingRequirementError", "Unlearned", "needs", "reinitialize"]

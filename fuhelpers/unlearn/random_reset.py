@@ -1,0 +1,106 @@
+"""Reset chosen parameter entries, and the Random Reset baseline (TIS paper, Sec. 6.2).
+
+Random Reset resets exactly as many entries per layer as a reference method
+(TIS) did, chosen uniformly at random, isolating the value of *which* entries
+are reset from *how many*.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from ..cost import Cost, stopwatch
+from .base import Unlearned, require
+
+NEEDS: set[str] = set()  # plus "init_state" when resetting to the initial values
+RESET_VALUES = ("init", "zero")
+
+
+def apply_reset_(
+    model: nn.Module,
+    masks: Mapping[str, torch.Tensor],
+    value: str = "init",
+    init_state: Mapping[str, torch.Tensor] | None = None,
+) -> int:
+    """Reset the entries of ``model``'s parameters where ``masks[name]`` is True; return how many.
+
+    Parameters
+    ----------
+    masks : dict of str to bool tensor
+        Parameter name -> mask of the parameter's shape.
+    value : {"init", "zero"}
+        Reset to the initial (pre-training) values (TIS paper) or to zero
+        (the TIS authors' code).
+    init_state : dict, optional
+        The model's initial state; required for ``value="init"``.
+    """
+    if value not in RESET_VALUES:
+        raise ValueError(f"value must be one of {RESET_VALUES}, got {value!r}")
+    require(value == "zero" or init_state is not None, "reset to init", "the initial state",
+            "pass init_state (FedResult.initial_state) or use value='zero'")
+    params = dict(model.named_parameters())
+    total = 0
+    with torch.no_grad():
+        for name, mask in masks.items():
+            if name not in params:
+                raise KeyError(f"{name!r} is not a parameter of the model")
+            p = params[name]
+            if mask.shape != p.shape:
+                raise ValueError(f"mask for {name} has shape {tuple(mask.shape)}, parameter {tuple(p.shape)}")
+            mask = mask.to(p.device)
+            new = torch.zeros_like(p) if value == "zero" else init_state[name].to(p.device, p.dtype)
+            p.copy_(torch.where(mask, new, p))
+            total += int(mask.sum())
+    return total
+
+
+def random_masks(model: nn.Module, counts: Mapping[str, int], seed: int = 0) -> dict[str, torch.Tensor]:
+    """For each parameter name, a mask with exactly ``counts[name]`` True entries, uniformly at random."""
+    gen = torch.Generator().manual_seed(seed)
+    params = dict(model.named_parameters())
+    masks = {}
+    for name, k in counts.items():
+        n = params[name].numel()
+        if not 0 <= k <= n:
+            raise ValueError(f"count for {name} must be in [0, {n}], got {k}")
+        flat = torch.zeros(n, dtype=torch.bool)
+        flat[torch.randperm(n, generator=gen)[:k]] = True
+        masks[name] = flat.view(params[name].shape)
+    return masks
+
+
+@dataclass
+class RandomResetConfig:
+    """Random Reset settings.
+
+    Attributes
+    ----------
+    counts : dict of str to int
+        Entries to reset per parameter tensor (usually those TIS reset).
+    value : {"init", "zero"}
+        What reset entries become.
+    init_state : dict, optional
+        Initial state, needed for ``value="init"``.
+    seed : int
+        Seed of the random choice.
+    """
+
+    counts: dict[str, int] = field(default_factory=dict)
+    value: str = "init"
+    init_state: dict | None = None
+    seed: int = 0
+
+
+def unlearn(model, federation, request, config: RandomResetConfig, history=None) -> Unlearned:
+    """Reset ``config.counts`` random entries per layer; no client takes part."""
+    cost = Cost()
+    with stopwatch(cost):
+        out = copy.deepcopy(model)
+        masks = random_masks(out, config.counts, config.seed)
+        n = apply_reset_(out, masks, config.value, config.init_state)
+    total = sum(p.numel() for p in out.parameters())
+    return Unlearned(out, cost, {"reset": n, "reset_fraction": n / total, "masks": masks})
