@@ -41,7 +41,7 @@ smoke: $(STAMP)
 # Re-execute the committed notebooks in place at smoke scale (after editing a chapter).
 execute: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
-	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=900 $$nb || exit 1; \
+	  $(VENV)/bin/jupyter execute --inplace --timeout=900 $$nb || exit 1; \
 	done
 
 clean:

@@ -269,7 +269,14 @@ def _tpr_at_fpr(labels, scores, target_fpr: float, n_nonmembers: int) -> float:
 
 
 def mia_from_scores(
-    member_scores, nonmember_scores, *, seed: int = 0, n_splits: int = 5, balance: bool = True
+    member_scores,
+    nonmember_scores,
+    *,
+    seed: int = 0,
+    n_splits: int = 5,
+    balance: bool = True,
+    fit_members=None,
+    fit_nonmembers=None,
 ) -> MIAResult:
     """Membership inference from per-sample scores, without fitting on scored samples.
 
@@ -283,10 +290,17 @@ def mia_from_scores(
     3. the out-of-fold scores P(member | x) of all folds are pooled, and
        accuracy (threshold 0.5), ROC AUC and TPR at low FPR are computed on them.
 
-    Every sample is thus scored by an attack that never saw it. On
-    uninformative scores the estimates sit slightly *below* 0.5 (about 0.48
-    with 2000 samples per group), a known small bias of cross-validation when
-    there is nothing to learn: read such values as chance.
+    Every sample is thus scored by an attack that never saw it. Averaged over
+    samples this is unbiased, but *for one fixed sample* with no signal the
+    folds are anti-correlated (what the held-out fold lacks, the others have),
+    and the estimate sits below 0.5 (0.46-0.48 seen with 500-2000 per group).
+
+    With ``fit_members`` and ``fit_nonmembers`` the attack is instead fitted
+    once on that separate, disjoint calibration set (e.g. retain samples vs one
+    half of the test set) and scores all of the evaluated samples. The
+    evaluated samples then play no part in fitting, so there is no such
+    anti-correlation: with no signal the accuracy is 0.5 up to sampling noise.
+    This is the mode :func:`evaluate` uses.
 
     Parameters
     ----------
@@ -299,6 +313,9 @@ def mia_from_scores(
     balance : bool, default True
         ``False`` keeps every sample; the accuracy is then biased towards the
         share of the larger group (kept for comparison with unbalanced reports).
+    fit_members, fit_nonmembers : array-like, optional
+        A disjoint calibration set to fit the attack on (both or neither);
+        balanced like the evaluated groups when ``balance``.
 
     Returns
     -------
@@ -320,19 +337,39 @@ def mia_from_scores(
         )
     features = np.concatenate([members, nonmembers])
     labels = np.concatenate([np.ones(len(members), int), np.zeros(len(nonmembers), int)])
+    if (fit_members is None) != (fit_nonmembers is None):
+        raise ValueError("give both fit_members and fit_nonmembers, or neither")
+    if fit_members is not None:
+        out_of_fold = _fit_once_and_score(fit_members, fit_nonmembers, features, balance, rng)
+        return _mia_result(labels, out_of_fold, len(members), len(nonmembers))
     folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=int(rng.integers(2**31)))
     out_of_fold = np.empty(len(labels))
     for fit_idx, score_idx in folds.split(features, labels):
         attack = make_pipeline(StandardScaler(), LogisticRegression())
         attack.fit(features[fit_idx], labels[fit_idx])
         out_of_fold[score_idx] = attack.predict_proba(features[score_idx])[:, 1]
+    return _mia_result(labels, out_of_fold, len(members), len(nonmembers))
+
+
+def _fit_once_and_score(fit_members, fit_nonmembers, features, balance: bool, rng) -> np.ndarray:
+    """Fit the attack on a calibration set only; return P(member) for ``features``."""
+    fit_m = _as_feature_matrix(fit_members, "fit_members")
+    fit_n = _as_feature_matrix(fit_nonmembers, "fit_nonmembers")
+    if balance:
+        fit_m, fit_n = _balanced_subsample(fit_m, fit_n, rng)
+    attack = make_pipeline(StandardScaler(), LogisticRegression())
+    attack.fit(np.concatenate([fit_m, fit_n]), np.r_[np.ones(len(fit_m), int), np.zeros(len(fit_n), int)])
+    return attack.predict_proba(features)[:, 1]
+
+
+def _mia_result(labels: np.ndarray, scores: np.ndarray, n_members: int, n_nonmembers: int) -> MIAResult:
     return MIAResult(
-        accuracy=float(np.mean((out_of_fold > 0.5) == labels)),
-        auc=float(roc_auc_score(labels, out_of_fold)),
-        tpr_at_1pct_fpr=_tpr_at_fpr(labels, out_of_fold, 0.01, len(nonmembers)),
-        tpr_at_01pct_fpr=_tpr_at_fpr(labels, out_of_fold, 0.001, len(nonmembers)),
-        n_members=len(members),
-        n_nonmembers=len(nonmembers),
+        accuracy=float(np.mean((scores > 0.5) == labels)),
+        auc=float(roc_auc_score(labels, scores)),
+        tpr_at_1pct_fpr=_tpr_at_fpr(labels, scores, 0.01, n_nonmembers),
+        tpr_at_01pct_fpr=_tpr_at_fpr(labels, scores, 0.001, n_nonmembers),
+        n_members=n_members,
+        n_nonmembers=n_nonmembers,
     )
 
 
@@ -344,6 +381,8 @@ def mia_loss_attack(
     seed: int = 0,
     n_splits: int = 5,
     balance: bool = True,
+    fit_members: Dataset | None = None,
+    fit_nonmembers: Dataset | None = None,
     batch_size: int = 512,
     device=None,
 ) -> MIAResult:
@@ -365,6 +404,9 @@ def mia_loss_attack(
         Samples the model never trained on, e.g. the test set.
     seed, n_splits, balance
         See :func:`mia_from_scores`.
+    fit_members, fit_nonmembers : Dataset, optional
+        Disjoint calibration data to fit the attack on instead of
+        cross-validating (see :func:`mia_from_scores`).
     batch_size, device
         See :func:`predict`.
 
@@ -374,15 +416,12 @@ def mia_loss_attack(
         For a model that never saw ``members`` the accuracy and AUC are near 0.5
         (the Retrain target); memorised members push them towards 1.
     """
-    member_loss = per_sample_loss(model, members, batch_size, device)
-    nonmember_loss = per_sample_loss(model, nonmembers, batch_size, device)
-    return mia_from_scores(
-        np.log(np.maximum(member_loss, _LOG_LOSS_FLOOR)),
-        np.log(np.maximum(nonmember_loss, _LOG_LOSS_FLOOR)),
-        seed=seed,
-        n_splits=n_splits,
-        balance=balance,
-    )
+    def log_loss(data):
+        return None if data is None else np.log(np.maximum(per_sample_loss(model, data, batch_size, device),
+                                                           _LOG_LOSS_FLOOR))
+
+    return mia_from_scores(log_loss(members), log_loss(nonmembers), seed=seed, n_splits=n_splits,
+                           balance=balance, fit_members=log_loss(fit_members), fit_nonmembers=log_loss(fit_nonmembers))
 
 
 def mia_efficacy_from_features(
@@ -665,6 +704,15 @@ def class_matched(members_y, nonmembers_y, seed: int = 0) -> tuple[np.ndarray, n
     return np.sort(np.concatenate(pick_m)).astype(np.int64), np.sort(np.concatenate(pick_n)).astype(np.int64)
 
 
+def _matched_pair(members, nonmembers, seed: int, cap: int | None):
+    """Class-matched subsets of two datasets, at most ``cap`` samples each."""
+    im, inn = class_matched(members.y.numpy(), nonmembers.y.numpy(), seed)
+    if cap is not None and len(im) > cap:
+        keep = np.sort(np.random.default_rng(seed).choice(len(im), cap, replace=False))
+        im, inn = im[keep], inn[keep]
+    return members.subset(im), nonmembers.subset(inn)
+
+
 def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, seed: int = 0,
              max_mia_samples: int | None = 2000, device=None) -> dict[str, float]:
     """Every measure of one model on one unlearning request, as one flat dict.
@@ -672,10 +720,21 @@ def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, s
     Keys: ``retain_acc``, ``forget_acc``, ``test_acc``; for class requests also
     ``test_retain_acc`` and ``test_forget_acc`` (test samples of kept and of
     forgotten classes); with ``mia``: ``mia_acc``, ``mia_auc``,
-    ``mia_tpr_1pct`` (loss attack, forget set vs test set, class-matched with
-    :func:`class_matched`, cross-validated) and ``mia_efficacy`` (SVC of Jia et
-    al.); where the federation has a triggered test set: ``asr`` and
-    ``backdoor_acc``.
+    ``mia_tpr_1pct``, ``mia_efficacy`` and ``mia_efficacy_ref``; where the
+    federation has a triggered test set: ``asr`` and ``backdoor_acc``.
+
+    The loss attack (``mia_*``) is calibrated on data disjoint from what it
+    scores: the non-member pool (test set) is split into two stratified
+    halves; the attack is fitted on retain samples (known members) against the
+    first half, and scores the forget set against the second half, each pair
+    class-matched with :func:`class_matched`. For a model that never saw the
+    forget set, its accuracy is 0.5 up to sampling noise.
+    ``mia_efficacy`` is the SVC attack of Jia et al. (:func:`mia_efficacy`),
+    fitted on retain samples against the first half; ``mia_efficacy_ref`` is
+    the share of the second, unseen half that the same SVC calls non-members.
+    Read the first against the second: when the model does not separate
+    members from non-members the SVC's boundary is arbitrary and both can be
+    anywhere in [0, 1], but they stay close to each other.
 
     Parameters
     ----------
@@ -685,7 +744,7 @@ def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, s
     mia : bool
         Run the two membership attacks (the slowest part).
     seed : int
-        Seed of the attacks' subsampling and folds.
+        Seed of the attacks' splits and subsampling.
     max_mia_samples : int, optional
         Cap on members (and on non-members) given to each attack.
     """
@@ -700,18 +759,26 @@ def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, s
         out["test_retain_acc"] = accuracy(model, test_keep, device=device)
         out["test_forget_acc"] = accuracy(model, test_forget, device=device)
     if mia:
-        im, inn = class_matched(forget.y.numpy(), test_keep.y.numpy() if test_forget is None
-                                else federation.test.y.numpy(), seed)
-        if max_mia_samples is not None and len(im) > max_mia_samples:
-            keep = np.sort(np.random.default_rng(seed).choice(len(im), max_mia_samples, replace=False))
-            im, inn = im[keep], inn[keep]
-        nonmember_pool = test_keep if test_forget is None else federation.test
-        attack = mia_loss_attack(model, forget.subset(im), nonmember_pool.subset(inn), seed=seed, device=device)
+        pool = federation.test if test_forget is not None else test_keep
+        fit_idx, score_idx = _stratified_halves(pool.y.numpy(), seed)
+        fit_m, fit_n = _matched_pair(retain, pool.subset(fit_idx), seed, max_mia_samples)
+        members, nonmembers = _matched_pair(forget, pool.subset(score_idx), seed + 1, max_mia_samples)
+        attack = mia_loss_attack(model, members, nonmembers, fit_members=fit_m, fit_nonmembers=fit_n,
+                                 seed=seed, device=device)
         out.update(mia_acc=attack.accuracy, mia_auc=attack.auc, mia_tpr_1pct=attack.tpr_at_1pct_fpr)
-        out["mia_efficacy"] = mia_efficacy(model, retain, test_keep, forget, seed=seed,
-                                           max_samples=max_mia_samples, device=device)
+        svc = dict(seed=seed, max_samples=max_mia_samples, device=device)
+        out["mia_efficacy"] = mia_efficacy(model, retain, pool.subset(fit_idx), forget, **svc)
+        out["mia_efficacy_ref"] = mia_efficacy(model, retain, pool.subset(fit_idx), pool.subset(score_idx), **svc)
     if federation.triggered_test is not None:
         out["asr"] = attack_success_rate(model, federation.triggered_test, device=device)
     if federation.triggered_test_true is not None:
         out["backdoor_acc"] = backdoor_accuracy(model, federation.triggered_test_true, device=device)
     return out
+
+
+def _stratified_halves(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of ``range(len(labels))`` with every class split evenly (seeded)."""
+    rng = np.random.default_rng(seed)
+    first = [rng.permutation(np.flatnonzero(labels == c))[: (labels == c).sum() // 2] for c in np.unique(labels)]
+    first = np.sort(np.concatenate(first)).astype(np.int64)
+    return first, np.setdiff1d(np.arange(len(labels)), first).astype(np.int64)

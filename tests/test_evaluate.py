@@ -57,5 +57,5 @@ def test_evaluate_class_request_reports_split_test_accuracy_and_mia_keys():
     fed = Federation.from_partition(data, [np.arange(150), np.arange(150, 300)], test)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     out = evaluate(net, fed, Request.for_class(2), seed=0)
-    assert {"test_retain_acc", "test_forget_acc", "mia_acc", "mia_auc", "mia_efficacy"} <= set(out)
+    assert {"test_retain_acc", "test_forget_acc", "mia_acc", "mia_auc", "mia_efficacy", "mia_efficacy_ref"} <= set(out)
     assert 0.0 <= out["mia_acc"] <= 1.0

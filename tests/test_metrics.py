@@ -10,6 +10,7 @@ from sklearn.linear_model import LogisticRegression
 from torch.utils.data import TensorDataset
 
 from fuhelpers import metrics
+from fuhelpers.metrics import _stratified_halves, mia_from_scores
 
 
 class XYDataset(torch.utils.data.Dataset):
@@ -277,3 +278,33 @@ def test_summarize_matches_scipy():
     assert summary["ci95"] == pytest.approx((high - low) / 2)
     single = metrics.summarize([0.5])
     assert single["std"] == 0.0 and math.isnan(single["ci95"])
+
+
+def test_calibrated_attack_is_unbiased_where_cross_validation_is_not():
+    # One fixed sample with exactly no member/non-member difference: the non-members are a
+    # permutation of the members. Cross-validation on it is anti-biased; an attack fitted on
+    # disjoint calibration data (with a real signal) scores it at exactly chance.
+    rng = np.random.default_rng(0)
+    members = rng.normal(size=600)
+    nonmembers = rng.permutation(members)
+    cv = np.mean([mia_from_scores(members, nonmembers, seed=s).accuracy for s in range(5)])
+    assert cv < 0.49
+    calibrated = mia_from_scores(members, nonmembers, fit_members=rng.normal(-1, 1, 500),
+                                 fit_nonmembers=rng.normal(1, 1, 500))
+    assert calibrated.accuracy == pytest.approx(0.5) and calibrated.auc == pytest.approx(0.5)
+
+
+def test_calibrated_attack_detects_a_real_signal():
+    rng = np.random.default_rng(1)
+    res = mia_from_scores(rng.normal(-2, 1, 400), rng.normal(2, 1, 400),
+                          fit_members=rng.normal(-2, 1, 300), fit_nonmembers=rng.normal(2, 1, 300))
+    assert res.accuracy > 0.95 and res.auc > 0.99
+    with pytest.raises(ValueError, match="both"):
+        mia_from_scores([1.0] * 10, [2.0] * 10, fit_members=[1.0] * 5)
+
+
+def test_stratified_halves_are_disjoint_complete_and_even():
+    labels = np.array([0] * 10 + [1] * 7 + [2] * 4)
+    a, b = _stratified_halves(labels, seed=3)
+    assert np.intersect1d(a, b).size == 0 and np.union1d(a, b).size == len(labels)
+    assert np.bincount(labels[a]).tolist() == [5, 3, 2]
