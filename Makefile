@@ -27,9 +27,16 @@ test: unit nbval smoke
 unit: $(STAMP)
 	$(PY) -m pytest tests
 
-# nbval re-executes each committed notebook and compares its text outputs.
+# nbval re-executes each committed notebook and compares its text outputs. The committed outputs come from
+# the offline data (../shared/data); without it the chapters run on embedded data and only execution is checked.
 nbval: $(STAMP)
-	$(PY) -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	@if $(PY) -c "import sys; from fuhelpers.data import available_datasets; sys.exit('mnist' not in available_datasets(present_only=True))"; then \
+	  mode=--nbval; \
+	else \
+	  mode=--nbval-lax; \
+	  echo "NOTE: offline MNIST not found: notebooks run on embedded data; nbval checks execution only (--nbval-lax)."; \
+	fi; \
+	$(PY) -m pytest $$mode --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
 
 # papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs).
 smoke: $(STAMP)

@@ -51,14 +51,24 @@ def _check_positive(**values: int) -> None:
 # ---------------------------------------------------------------- MnistCNN
 
 
+def mnist_cnn_output_size(image_size: int, kernel_size: int = 5, padding: int = 0) -> int:
+    """Side length after MnistCNN's two conv + 2x2 max-pool blocks (< 1: the image is too small)."""
+    size = image_size
+    for _ in range(2):
+        size = (size + 2 * padding - kernel_size + 1) // 2
+        if size < 1:
+            return size
+    return size
+
+
 class MnistCNN(nn.Sequential):
     """Two-block CNN: (conv -> ReLU -> 2x2 max-pool) x 2, then fc -> ReLU -> fc.
 
     The standard small CNN for MNIST/FMNIST in federated learning (McMahan
     et al., 2017, with 5x5 kernels and 32/64 channels) and the TIS paper's
-    MNIST/FMNIST model. Convolutions are unpadded, so the flattened size is
-    computed from ``image_size``; 28 (MNIST), 32 (CIFAR) and 64 (PACS) all
-    work. There is no dropout: it would make the forward pass random, which
+    MNIST/FMNIST model. Convolutions are unpadded by default, so the flattened
+    size is computed from ``image_size``; 28 (MNIST), 32 (CIFAR) and 64 (PACS)
+    all work, and ``padding=kernel_size // 2`` makes 8x8 digits work too. There is no dropout: it would make the forward pass random, which
     complicates exact reproducibility and the curvature computations (BackPACK)
     used by the unlearning methods.
 
@@ -77,6 +87,8 @@ class MnistCNN(nn.Sequential):
     kernel_size : int
         Kernel size of both convolutions (5 as in McMahan et al.; 3 is the
         other common choice).
+    padding : int
+        Zero padding of both convolutions (0 as in McMahan et al.).
 
     Notes
     -----
@@ -92,22 +104,25 @@ class MnistCNN(nn.Sequential):
         width: tuple[int, int] = (32, 64),
         hidden: int = 128,
         kernel_size: int = 5,
+        padding: int = 0,
     ) -> None:
         _check_positive(in_channels=in_channels, num_classes=num_classes, hidden=hidden,
                         kernel_size=kernel_size)
+        if padding < 0:
+            raise ValueError(f"padding must be >= 0, got {padding}")
         if len(width) != 2 or min(width) < 1:
             raise ValueError(f"width must be two positive channel counts, got {width}")
-        size_after_block1 = (image_size - kernel_size + 1) // 2
-        size_after_block2 = (size_after_block1 - kernel_size + 1) // 2
+        size_after_block2 = mnist_cnn_output_size(image_size, kernel_size, padding)
         if size_after_block2 < 1:
-            raise ValueError(f"image_size={image_size} is too small for kernel_size={kernel_size}")
+            raise ValueError(f"image_size={image_size} is too small for kernel_size={kernel_size} "
+                             f"and padding={padding}; try padding={kernel_size // 2}")
         c1, c2 = width
         flat = c2 * size_after_block2**2
         super().__init__(OrderedDict([
-            ("conv1", nn.Conv2d(in_channels, c1, kernel_size)),  # (N, c1, S-k+1, S-k+1)
+            ("conv1", nn.Conv2d(in_channels, c1, kernel_size, padding=padding)),  # (N, c1, S+2p-k+1, ...)
             ("relu1", nn.ReLU()),
             ("pool1", nn.MaxPool2d(2)),                             # (N, c1, s1, s1)
-            ("conv2", nn.Conv2d(c1, c2, kernel_size)),             # (N, c2, s1-k+1, s1-k+1)
+            ("conv2", nn.Conv2d(c1, c2, kernel_size, padding=padding)),             # (N, c2, s1+2p-k+1, ...)
             ("relu2", nn.ReLU()),
             ("pool2", nn.MaxPool2d(2)),                             # (N, c2, s2, s2)
             ("flatten", nn.Flatten()),                              # (N, c2 * s2 * s2)
@@ -320,7 +335,9 @@ def model_for(data, name: str = "mnist_cnn", **kwargs) -> nn.Module:
     name : {"mnist_cnn", "mlp", "resnet18"}
         Model name.
     **kwargs
-        Further constructor arguments (e.g. ``width``, ``norm``).
+        Further constructor arguments (e.g. ``width``, ``norm``). For
+        ``"mnist_cnn"`` on images too small for unpadded convolutions (8x8
+        digits), ``padding`` defaults to ``kernel_size // 2``.
 
     Returns
     -------
@@ -335,6 +352,9 @@ def model_for(data, name: str = "mnist_cnn", **kwargs) -> nn.Module:
         raise ValueError(f"{name} needs square images (C, S, S), got sample shape {sample_shape}")
     in_channels, image_size, _ = sample_shape
     if name == "mnist_cnn":
+        kernel = kwargs.get("kernel_size", 5)
+        if "padding" not in kwargs and mnist_cnn_output_size(image_size, kernel) < 1:
+            kwargs["padding"] = kernel // 2  # small images (8x8 digits): "same" padding
         return MnistCNN(in_channels=in_channels, num_classes=num_classes, image_size=image_size,
                         **kwargs)
     return ResNet18(num_classes=num_classes, in_channels=in_channels, **kwargs)

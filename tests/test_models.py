@@ -226,3 +226,16 @@ def test_backpack_diag_ggn_exact_on_converted_resnet():
     probs = logits.detach().softmax(dim=1)
     expected = (probs * (1 - probs)).T @ features[0].pow(2) / len(x)
     torch.testing.assert_close(fc.weight.diag_ggn_exact, expected)
+
+
+def test_model_for_pads_small_images_and_padding_keeps_sizes():
+    from fuhelpers.models import MnistCNN, mnist_cnn_output_size, model_for
+
+    assert mnist_cnn_output_size(28) == 4 and mnist_cnn_output_size(8) < 1
+    assert mnist_cnn_output_size(8, 5, padding=2) == 2
+    net = model_for((1, 8, 10), "mnist_cnn")
+    assert net.conv1.padding == (2, 2)
+    assert net(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+    assert model_for((1, 28, 10), "mnist_cnn").conv1.padding == (0, 0)
+    with pytest.raises(ValueError, match="try padding=2"):
+        MnistCNN(image_size=8)
