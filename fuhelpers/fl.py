@@ -14,17 +14,16 @@ generators derived from ``(seed, round, client)``, never from global state.
 from __future__ import annotations
 
 import copy
-import os
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .cost import Cost, stopwatch, tensor_bytes, train_flops_per_sample
 from .history import History
+from .progress import progress as progress_bar
 
 State = dict[str, torch.Tensor]
 
@@ -181,12 +180,6 @@ def _sample_clients(sizes: Sequence[int], config: FedConfig, t: int) -> list[int
     return sorted(rng.choice(nonempty, size=m, replace=False).tolist())
 
 
-def _progress_enabled(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    return os.environ.get("FUHELPERS_PROGRESS", "1") != "0"
-
-
 def train(
     model: nn.Module,
     clients: Sequence,
@@ -243,7 +236,7 @@ def train(
     if evaluate is not None:
         log.append({"round": 0, **evaluate(model)})
 
-    bar = tqdm(range(1, config.num_rounds + 1), desc=desc, disable=not _progress_enabled(progress), leave=False)
+    bar = progress_bar(range(1, config.num_rounds + 1), desc=desc, enabled=progress)
     for t in bar:
         with stopwatch(cost):
             chosen = _sample_clients(sizes, config, t)

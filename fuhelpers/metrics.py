@@ -713,8 +713,8 @@ def _matched_pair(members, nonmembers, seed: int, cap: int | None):
     return members.subset(im), nonmembers.subset(inn)
 
 
-def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, seed: int = 0,
-             max_mia_samples: int | None = 2000, device=None) -> dict[str, float]:
+def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, efficacy: bool = True,
+             seed: int = 0, max_mia_samples: int | None = 2000, device=None) -> dict[str, float]:
     """Every measure of one model on one unlearning request, as one flat dict.
 
     Keys: ``retain_acc``, ``forget_acc``, ``test_acc``; for class requests also
@@ -742,7 +742,10 @@ def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, s
     federation : Federation
     request : Request
     mia : bool
-        Run the two membership attacks (the slowest part).
+        Run the membership attacks (the slowest part).
+    efficacy : bool
+        With ``mia``, also run the SVC attack (``mia_efficacy`` and ``mia_efficacy_ref``);
+        turn off in sweeps that only need the loss attack.
     seed : int
         Seed of the attacks' splits and subsampling.
     max_mia_samples : int, optional
@@ -766,6 +769,7 @@ def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, s
         attack = mia_loss_attack(model, members, nonmembers, fit_members=fit_m, fit_nonmembers=fit_n,
                                  seed=seed, device=device)
         out.update(mia_acc=attack.accuracy, mia_auc=attack.auc, mia_tpr_1pct=attack.tpr_at_1pct_fpr)
+    if mia and efficacy:
         svc = dict(seed=seed, max_samples=max_mia_samples, device=device)
         out["mia_efficacy"] = mia_efficacy(model, retain, pool.subset(fit_idx), forget, **svc)
         out["mia_efficacy_ref"] = mia_efficacy(model, retain, pool.subset(fit_idx), pool.subset(score_idx), **svc)

@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
+from ..progress import PROGRESS_ENV_VAR, progress as progress_bar  # noqa: F401  (re-exported)
 from .errors import CORRUPT_HINT, DataIntegrityError
 from .roots import cache_dir
 
-PROGRESS_ENV_VAR = "FUHELPERS_PROGRESS"  # "0" hides progress bars (tests, CI logs)
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 _CACHE_FORMAT = 1
@@ -57,9 +56,8 @@ def _decode_image_tar(
     """
     decoded = []
     try:
-        hide_progress = os.environ.get(PROGRESS_ENV_VAR, "1") == "0"
-        with tarfile.open(path, "r|gz") as archive, tqdm(total=expected_count, desc=desc, unit="img",
-                                                          leave=False, disable=hide_progress) as progress:
+        with tarfile.open(path, "r|gz") as archive, progress_bar(total=expected_count, desc=desc,
+                                                                  unit="img") as progress:
             for member in archive:
                 if not _is_image_member(member):
                     continue

@@ -1,13 +1,15 @@
 """Unlearning methods, one module each, all with the face
 ``unlearn(model, federation, request, config, history=None) -> Unlearned``.
 """
-from . import finetune, random_reset, retrain
+from . import finetune, negation, random_reset, retrain, tis
 from .base import MissingRequirementError, Unlearned, reinitialize
 
 METHODS = {
     "retrain": retrain,
     "finetune": finetune,
     "random_reset": random_reset,
+    "tis": tis,
+    "negation": negation,
 }
 
 
