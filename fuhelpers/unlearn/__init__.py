@@ -1,7 +1,7 @@
 """Unlearning methods, one module each, all with the face
 ``unlearn(model, federation, request, config, history=None) -> Unlearned``.
 """
-from . import finetune, negation, random_reset, retrain, tis
+from . import dpul, federaser, finetune, negation, random_reset, retrain, tis
 from .base import MissingRequirementError, Unlearned, reinitialize
 
 METHODS = {
@@ -10,6 +10,8 @@ METHODS = {
     "random_reset": random_reset,
     "tis": tis,
     "negation": negation,
+    "federaser": federaser,
+    "dpul": dpul,
 }
 
 
