@@ -330,15 +330,16 @@ def mia_from_scores(
     rng = np.random.default_rng(seed)
     if balance:
         members, nonmembers = _balanced_subsample(members, nonmembers, rng)
-    if min(len(members), len(nonmembers)) < n_splits:
+    if (fit_members is None) != (fit_nonmembers is None):
+        raise ValueError("give both fit_members and fit_nonmembers, or neither")
+    needed = 1 if fit_members is not None else n_splits  # folds need n_splits per group; fit-once needs one
+    if min(len(members), len(nonmembers)) < needed:
         raise ValueError(
-            f"each group needs at least n_splits={n_splits} samples, "
+            f"each group needs at least {needed} sample(s) (n_splits={n_splits} when cross-validating), "
             f"got {len(members)} members and {len(nonmembers)} non-members"
         )
     features = np.concatenate([members, nonmembers])
     labels = np.concatenate([np.ones(len(members), int), np.zeros(len(nonmembers), int)])
-    if (fit_members is None) != (fit_nonmembers is None):
-        raise ValueError("give both fit_members and fit_nonmembers, or neither")
     if fit_members is not None:
         out_of_fold = _fit_once_and_score(fit_members, fit_nonmembers, features, balance, rng)
         return _mia_result(labels, out_of_fold, len(members), len(nonmembers))
@@ -357,6 +358,8 @@ def _fit_once_and_score(fit_members, fit_nonmembers, features, balance: bool, rn
     fit_n = _as_feature_matrix(fit_nonmembers, "fit_nonmembers")
     if balance:
         fit_m, fit_n = _balanced_subsample(fit_m, fit_n, rng)
+    if min(len(fit_m), len(fit_n)) == 0:
+        raise ValueError(f"the calibration set needs members and non-members, got {len(fit_m)} and {len(fit_n)}")
     attack = make_pipeline(StandardScaler(), LogisticRegression())
     attack.fit(np.concatenate([fit_m, fit_n]), np.r_[np.ones(len(fit_m), int), np.zeros(len(fit_n), int)])
     return attack.predict_proba(features)[:, 1]
@@ -686,12 +689,14 @@ def summarize(values: Sequence[float]) -> dict:
 
 # --------------------------------------------------------------------------- #
 # One dict of measures per model: what every chapter and the benchmark report
-def class_matched(members_y, nonmembers_y, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def class_matched(members_y, nonmembers_y, seed: int = 0, cap: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Indices of members and non-members with the same count in every class.
 
     For each class ``c``, ``min(#members_c, #nonmembers_c)`` samples are drawn
     from each group (seeded). A membership attack on the result cannot win by
     recognising the class mix of a non-IID client instead of membership.
+    With ``cap``, at most ``cap`` pairs are kept, chosen as pairs of the same
+    class, so the per-class counts still agree.
     """
     rng = np.random.default_rng(seed)
     members_y, nonmembers_y = np.asarray(members_y), np.asarray(nonmembers_y)
@@ -701,15 +706,16 @@ def class_matched(members_y, nonmembers_y, seed: int = 0) -> tuple[np.ndarray, n
         k = min(len(im), len(inn))
         pick_m.append(rng.choice(im, k, replace=False))
         pick_n.append(rng.choice(inn, k, replace=False))
-    return np.sort(np.concatenate(pick_m)).astype(np.int64), np.sort(np.concatenate(pick_n)).astype(np.int64)
+    pick_m, pick_n = np.concatenate(pick_m), np.concatenate(pick_n)  # aligned: position j has one class
+    if cap is not None and len(pick_m) > cap:
+        keep = rng.choice(len(pick_m), cap, replace=False)
+        pick_m, pick_n = pick_m[keep], pick_n[keep]
+    return np.sort(pick_m).astype(np.int64), np.sort(pick_n).astype(np.int64)
 
 
 def _matched_pair(members, nonmembers, seed: int, cap: int | None):
     """Class-matched subsets of two datasets, at most ``cap`` samples each."""
-    im, inn = class_matched(members.y.numpy(), nonmembers.y.numpy(), seed)
-    if cap is not None and len(im) > cap:
-        keep = np.sort(np.random.default_rng(seed).choice(len(im), cap, replace=False))
-        im, inn = im[keep], inn[keep]
+    im, inn = class_matched(members.y.numpy(), nonmembers.y.numpy(), seed, cap)
     return members.subset(im), nonmembers.subset(inn)
 
 

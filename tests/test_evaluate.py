@@ -59,3 +59,24 @@ def test_evaluate_class_request_reports_split_test_accuracy_and_mia_keys():
     out = evaluate(net, fed, Request.for_class(2), seed=0)
     assert {"test_retain_acc", "test_forget_acc", "mia_acc", "mia_auc", "mia_efficacy", "mia_efficacy_ref"} <= set(out)
     assert 0.0 <= out["mia_acc"] <= 1.0
+
+
+def test_class_matched_cap_keeps_per_class_counts_equal():
+    members = np.array([0] * 3000 + [1] * 3000)
+    nonmembers = np.array([1] * 3000 + [0] * 3000)
+    im, inn = class_matched(members, nonmembers, seed=0, cap=2000)
+    assert len(im) == len(inn) == 2000
+    assert np.bincount(members[im], minlength=2).tolist() == np.bincount(nonmembers[inn], minlength=2).tolist()
+    uncapped = class_matched(members, nonmembers, seed=0)
+    assert len(uncapped[0]) == 6000
+
+
+def test_calibrated_attack_accepts_small_groups_but_not_empty_ones():
+    from fuhelpers.metrics import mia_from_scores
+
+    res = mia_from_scores([0.1, 0.2], [1.0, 2.0], fit_members=[0.1, 0.3, 0.2], fit_nonmembers=[1.5, 2.5, 1.0])
+    assert res.accuracy == 1.0
+    with pytest.raises(ValueError, match="at least 5"):
+        mia_from_scores([0.1, 0.2], [1.0, 2.0])  # cross-validation needs n_splits per group
+    with pytest.raises(ValueError, match="calibration set"):
+        mia_from_scores([0.1], [1.0], fit_members=[], fit_nonmembers=[1.0])
