@@ -13,7 +13,6 @@ generators derived from ``(seed, round, client)``, never from global state.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -169,6 +168,12 @@ def local_train(
     return seen
 
 
+def flops_per_sample(model: nn.Module, data, batch_size: int, device: torch.device) -> float:
+    """Training FLOPs per sample of ``model``, measured on the first batch of ``data`` (cached)."""
+    xb, yb = data.x[:batch_size].to(device), data.y[:batch_size].to(device)
+    return train_flops_per_sample(model, xb, yb)
+
+
 def _sample_clients(sizes: Sequence[int], config: FedConfig, t: int) -> list[int]:
     nonempty = [c for c, n in enumerate(sizes) if n > 0]
     if not nonempty:
@@ -249,8 +254,7 @@ def train(
                 model.load_state_dict(global_state)
                 gen = torch.Generator().manual_seed(derive_seed(config.seed, t, ids[c]))
                 seen = local_train(model, clients[c], config, gen, device, mask)
-                xb, yb = clients[c].x[: config.batch_size].to(device), clients[c].y[: config.batch_size].to(device)
-                cost.flops += seen * train_flops_per_sample(model, xb, yb)
+                cost.flops += seen * flops_per_sample(model, clients[c], config.batch_size, device)
                 upload = state_copy(model)
                 uploads.append(upload)
                 if history is not None:
@@ -267,8 +271,3 @@ def train(
     if history is not None:
         cost.storage_bytes = history.storage_bytes
     return FedResult(model=model, cost=cost, history=history, log=log, initial_state=initial)
-
-
-def clone_model(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` (same device), so that unlearning never edits the original."""
-    return copy.deepcopy(model)

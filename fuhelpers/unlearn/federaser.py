@@ -41,8 +41,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..cost import Cost, stopwatch, tensor_bytes, train_flops_per_sample
-from ..fl import FedConfig, derive_seed, fedavg, local_train, payload_names, state_copy
+from ..cost import Cost, stopwatch, tensor_bytes
+from ..fl import FedConfig, derive_seed, fedavg, flops_per_sample, local_train, payload_names, state_copy
 from ..history import History
 from ..progress import progress as progress_bar
 from .base import Unlearned, require
@@ -153,11 +153,6 @@ def _calibrated_upload(model: nn.Module, start: State, stored: State, previous: 
     return upload, seen
 
 
-def _flops_per_sample(model: nn.Module, data, batch_size: int, device: torch.device) -> float:
-    xb, yb = data.x[:batch_size].to(device), data.y[:batch_size].to(device)
-    return train_flops_per_sample(model, xb, yb)
-
-
 def _stored_uploads(history: History, t: int, clients: Sequence[int], device: torch.device) -> list[State]:
     return [{k: v.to(device) for k, v in history.upload(t, c).items()} for c in clients]
 
@@ -229,7 +224,7 @@ def calibrate(
                     upload, seen = _calibrated_upload(model, state, history.upload(t, c), previous, data_of[c],
                                                       cal_config, t, c, config.keep, device)
                     uploads.append(upload)
-                    out.cost.flops += seen * _flops_per_sample(model, data_of[c], cal_config.batch_size, device)
+                    out.cost.flops += seen * flops_per_sample(model, data_of[c], cal_config.batch_size, device)
                 payload = tensor_bytes(state[n] for n in names)
                 out.cost.rounds += 1
                 out.cost.bytes_down += payload * len(chosen)
