@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   -> builds the book (executes every chapter) into _build/html
 #   make test   -> unit tests, nbval against the committed notebooks, papermill smoke runs
-# Both create the virtual environment .venv on first use.
+#   make browser -> opens every page of the built book in headless Chromium (tests/browser)
+# Each creates the virtual environment .venv on first use.
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export FUHELPERS_PROGRESS ?= 0
 
-.PHONY: book test unit nbval smoke clean execute
+.PHONY: book test unit nbval smoke browser clean execute
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +45,14 @@ smoke: $(STAMP)
 	for nb in $(NOTEBOOKS); do \
 	  $(VENV)/bin/papermill --no-progress-bar -p scale smoke $$nb _build/papermill/$$(basename $$nb) || exit 1; \
 	done
+
+# Every page of _toc.yml in headless Chromium, served from _build/html by a local server: pages load offline,
+# MathJax typesets every formula, images and internal links resolve, no traceback is shown. Needs `chromium`
+# (Debian: apt-get install chromium; or CHROMIUM=/path). Screenshots: _build/screenshots/. Builds the book first
+# only when there is none.
+browser: $(STAMP)
+	@test -f _build/html/index.html || $(MAKE) book
+	$(PY) -m pytest -p no:cacheprovider tests/browser
 
 # Re-execute the committed notebooks in place at smoke scale (after editing a chapter).
 execute: $(STAMP)
