@@ -197,6 +197,7 @@ def train(
     evaluate: Callable[[nn.Module], dict] | None = None,
     progress: bool | None = None,
     desc: str = "FedAvg",
+    local_trainer: Callable | None = None,
 ) -> FedResult:
     """Train ``model`` with FedAvg on ``clients``.
 
@@ -222,6 +223,12 @@ def train(
         (not counted in the cost); its values show on the progress bar.
     progress : bool, optional
         Show a progress bar (default: on unless ``FUHELPERS_PROGRESS=0``).
+    local_trainer : callable, optional
+        Replaces :func:`local_train` (same arguments, same return value: the
+        samples processed), e.g. FOUL's L2U training (see
+        :func:`fuhelpers.l2u.train_l2u`). FLOPs are still counted with
+        :func:`flops_per_sample` (a cross-entropy step of ``model``); a
+        caller whose step costs differently corrects ``cost.flops`` itself.
 
     Returns
     -------
@@ -229,6 +236,7 @@ def train(
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
+    trainer = local_train if local_trainer is None else local_trainer
     ids = list(range(len(clients))) if client_ids is None else list(client_ids)
     if len(ids) != len(clients):
         raise ValueError(f"{len(clients)} clients but {len(ids)} client_ids")
@@ -253,7 +261,7 @@ def train(
             for c in chosen:
                 model.load_state_dict(global_state)
                 gen = torch.Generator().manual_seed(derive_seed(config.seed, t, ids[c]))
-                seen = local_train(model, clients[c], config, gen, device, mask)
+                seen = trainer(model, clients[c], config, gen, device, mask)
                 cost.flops += seen * flops_per_sample(model, clients[c], config.batch_size, device)
                 upload = state_copy(model)
                 uploads.append(upload)

@@ -54,7 +54,8 @@ class Scenario:
 
 
 def build(setting: str, train: ArrayDataset, test: ArrayDataset, *, num_clients: int = 5, target_client: int = 0,
-          seed: int = 0, alpha: float = 0.8, poison_fraction: float = 0.5, backdoor_target: int = 9) -> Scenario:
+          seed: int = 0, alpha: float = 0.8, poison_fraction: float = 0.5, backdoor_target: int = 9,
+          split: str | None = None) -> Scenario:
     """Build one of :data:`SETTINGS` from a training and a test set.
 
     Parameters
@@ -73,13 +74,18 @@ def build(setting: str, train: ArrayDataset, test: ArrayDataset, *, num_clients:
     poison_fraction, backdoor_target : float, int
         Backdoor: share of the target client's eligible samples that are
         triggered, and the label they are given (9 in the TIS paper).
+    split : {"iid", "dirichlet"}, optional
+        Override the setting's partition, e.g. a backdoor on a Dirichlet split
+        (DPUL's protocol); default: the setting's own (see the module docstring).
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; expected one of {SETTINGS}")
     if not 0 <= target_client < num_clients:
         raise ValueError(f"target_client must be in [0, {num_clients}), got {target_client}")
     labels = train.y.numpy()
-    scheme = {"random": "iid", "backdoor": "iid", "dirichlet": "dirichlet", "preferential": "preferential"}[setting]
+    scheme = split or {"random": "iid", "backdoor": "iid", "dirichlet": "dirichlet", "preferential": "preferential"}[setting]
+    if scheme not in ("iid", "dirichlet", "preferential"):
+        raise ValueError(f"unknown split {split!r}; expected 'iid', 'dirichlet' or 'preferential'")
     kwargs = {"alpha": alpha} if scheme == "dirichlet" else {}
     parts = partition.partition(labels, num_clients, scheme, seed=seed, **kwargs)
     fed = Federation.from_partition(train, parts, test)

@@ -39,3 +39,13 @@ def test_unknown_setting_and_client():
         build("everything", labelled(50, 0), labelled(20, 1))
     with pytest.raises(ValueError, match="target_client"):
         build("random", labelled(50, 0), labelled(20, 1), target_client=7)
+
+
+def test_split_overrides_the_partition_of_a_setting():
+    iid = build("backdoor", labelled(500, 0), labelled(200, 1), num_clients=5, seed=0)
+    skew = build("backdoor", labelled(500, 0), labelled(200, 1), num_clients=5, seed=0, split="dirichlet", alpha=0.1)
+    assert len(set(iid.federation.sizes)) == 1  # IID: equal shares
+    assert len(set(skew.federation.sizes)) > 1 and sum(skew.federation.sizes) == 500
+    assert skew.forgetting_metric == "asr" and skew.federation.triggered_test is not None
+    with pytest.raises(ValueError, match="unknown split"):
+        build("random", labelled(50, 0), labelled(20, 1), split="shards")

@@ -1,7 +1,7 @@
 """Unlearning methods, one module each, all with the face
 ``unlearn(model, federation, request, config, history=None) -> Unlearned``.
 """
-from . import dpul, federaser, finetune, negation, random_reset, retrain, tis
+from . import dpul, federaser, finetune, foul, negation, random_reset, retrain, tis
 from .base import MissingRequirementError, Unlearned, reinitialize
 
 METHODS = {
@@ -12,6 +12,7 @@ METHODS = {
     "negation": negation,
     "federaser": federaser,
     "dpul": dpul,
+    "foul": foul,
 }
 
 
