@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   -> builds the book (executes every chapter) into _build/html
-#   make test   -> unit tests, nbval against the committed notebooks, papermill smoke runs
+#   make test   -> unit tests (papermill parameter injection included), nbval against the committed notebooks
 #   make browser -> opens every page of the built book in headless Chromium (tests/browser)
 # Each creates the virtual environment .venv on first use.
 
@@ -23,7 +23,7 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
-test: unit nbval smoke
+test: unit nbval
 
 unit: $(STAMP)
 	$(PY) -m pytest tests
@@ -39,7 +39,8 @@ nbval: $(STAMP)
 	fi; \
 	$(PY) -m pytest $$mode --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
 
-# papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs).
+# papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs). Not part of
+# `make test`: on a CPU it executes exactly what nbval executes; tests/test_notebooks.py checks the injection.
 smoke: $(STAMP)
 	mkdir -p _build/papermill
 	for nb in $(NOTEBOOKS); do \

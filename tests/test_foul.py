@@ -65,9 +65,11 @@ def test_closed_form_is_theorem_1_with_zero_duality_gap(dim, num_retain, num_for
     expected = g_fl + kappa * g_fl.norm() * (grad_r - grad_f) / (grad_r - grad_f).norm()  # Eq. 10
     assert torch.allclose(out.direction, expected, atol=1e-12)
     assert math.isclose(float((out.direction - g_fl).norm()), kappa * float(g_fl.norm()), rel_tol=1e-9)  # on the sphere
-    # primal value min_u <h_u, d> equals the value of the coefficient problem (D): no duality gap
+    # primal value min_u <h_u, d> equals the value of the coefficient problem (D): no duality gap. (D) is flat at
+    # its optimum, so its value is accurate to the solver's tolerance squared, but min_u <h_u, d(Gamma)> moves to
+    # first order with Gamma's error: allow 1e-5 relative (SLSQP's Gamma is good to about 1e-7).
     _, dual = solve_gamma(signed_gradients(retain, forget), g_fl, kappa)
-    assert math.isclose(out.value, dual, rel_tol=1e-6, abs_tol=1e-9)
+    assert math.isclose(out.value, dual, rel_tol=1e-5, abs_tol=1e-9)
 
 
 def test_anchors():
