@@ -213,3 +213,27 @@ def test_dpul_requirements(fed_and_history):
             dpul.unlearn(model, fed, request, DPULConfig(**SMALL), hist)
     with pytest.raises(ValueError, match="stages"):
         DPULConfig(stages=("rollback", "distill"))
+
+
+@pytest.mark.parametrize("num_slices,batch_size", [(3, 1), (4, 2)])
+def test_batched_vae_training_equals_one_after_the_other(num_slices, batch_size):
+    g = torch.Generator().manual_seed(0)
+    originals = [torch.randn(22, generator=g) for _ in range(5)]  # 22 entries: slices of two lengths when I=4
+    targets = [0.5 * o + 0.1 for o in originals]
+    kw = dict(epochs=6, lr=0.05, seed=3, batch_size=batch_size)
+    one_by_one = train_slice_vaes(originals, targets, num_slices, **kw)
+    together = train_slice_vaes(originals, targets, num_slices, batched=True, **kw)
+    untrained = train_slice_vaes(originals, targets, num_slices, **{**kw, "epochs": 1, "lr": 0.0})
+    for a, b, c in zip(one_by_one, together, untrained):
+        assert a.length == b.length
+        for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters()):
+            torch.testing.assert_close(pa, pb, rtol=1e-4, atol=1e-5, msg=name)
+        assert any(not torch.allclose(pa, pc) for pa, pc in zip(a.parameters(), c.parameters()))
+
+
+def test_dpul_with_batched_vaes_gives_the_same_model(fed_and_history):
+    fed, hist, model = fed_and_history
+    cfg = dict(SMALL, stages=("rollback", "vae"))
+    plain = dpul.unlearn(model, fed, Request.client(1), DPULConfig(**cfg), hist)
+    batched = dpul.unlearn(model, fed, Request.client(1), DPULConfig(vae_batched=True, **cfg), hist)
+    torch.testing.assert_close(params_flat(batched.model), params_flat(plain.model), rtol=1e-4, atol=1e-5)
