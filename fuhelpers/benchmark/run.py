@@ -1,0 +1,137 @@
+"""Run every method on one scenario and seed, and measure them all the same way.
+
+One row per method: accuracies, the membership attack, ASR where a trigger is set, NFS and NTA
+against Retrain, the average gap to Retrain, and costs as ratios to Retrain measured in the same run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import metrics
+from ..cost import MB, Cost, tensor_bytes
+from ..progress import progress
+from .methods import METHODS, l2u_start, options
+from .setting import Prepared, Setting, prepare
+
+MEASURES = ("retain_acc", "forget_acc", "test_acc", "mia_acc", "mia_auc", "target_acc", "asr", "backdoor_acc")
+GAP_KEYS = ("retain_acc", "forget_acc", "test_acc", "mia_acc")  # NoT's average gap
+COSTS = ("seconds", "rounds", "comm_mb", "flops")
+# where the forgetting shows, per scenario: the privacy side of the privacy-utility plot
+PRIVACY_KEYS = {"iid": ("forget_acc", "mia_acc"), "dirichlet": ("forget_acc", "mia_acc"),
+                "categorical": ("forget_acc", "mia_acc", "target_acc"), "backdoor": ("forget_acc", "mia_acc", "asr"),
+                "domain": ("forget_acc", "mia_acc")}
+UTILITY_KEYS = ("retain_acc", "test_acc")
+
+
+@dataclass
+class SeedResult:
+    """Rows (one per method, plus the original model), per-round logs, and the methods that did not run."""
+
+    scenario: str
+    seed: int
+    rows: list[dict] = field(default_factory=list)
+    logs: dict[str, list[dict]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def measure(p: Prepared, model) -> dict[str, float]:
+    """Every measure of ``model``: one call of :func:`fuhelpers.metrics.evaluate`, the same attack for all."""
+    own_attack = p.mia_federation is p.federation
+    m = metrics.evaluate(model, p.federation, p.request, mia=own_attack, efficacy=False, seed=p.seed,
+                         device=p.device)
+    if not own_attack:  # non-members from the forgotten domain's test samples (chapter 4)
+        attack = metrics.evaluate(model, p.mia_federation, p.request, efficacy=False, seed=p.seed, device=p.device)
+        m.update(mia_acc=attack["mia_acc"], mia_auc=attack["mia_auc"])
+    if p.forgetting_metric == "target_acc":
+        m["target_acc"] = metrics.accuracy(model, p.target, device=p.device)
+    return {k: m[k] for k in MEASURES if k in m}
+
+
+def scores(p: Prepared, m: dict, original: dict, reference: dict) -> dict[str, float]:
+    """NTA and NFS (TIS paper) and the gaps to Retrain, in percentage points (NoT's average gap)."""
+    key = p.forgetting_metric
+    gap = lambda keys: metrics.avg_gap(m, reference, keys=[k for k in keys if k in m])
+    return {"nta": metrics.nta(m["test_acc"], reference["test_acc"]),
+            "nfs": metrics.nfs(original[key], m[key], reference[key]),
+            "avg_gap": gap(GAP_KEYS), "privacy_gap": gap(PRIVACY_KEYS[p.scenario]), "utility_gap": gap(UTILITY_KEYS)}
+
+
+def cost_columns(cost: Cost, reference: Cost) -> dict[str, float]:
+    """Seconds, rounds, MB and FLOPs, each also as a ratio to Retrain's; storage in MB."""
+    ratio = cost.ratio_to(reference)
+    return {"seconds": cost.seconds, "rounds": cost.rounds, "comm_mb": cost.comm_mb, "flops": cost.flops,
+            "storage_mb": cost.storage_bytes / MB, **{f"{k}_ratio": ratio[k] for k in COSTS}}
+
+
+def storage_bytes(p: Prepared, name: str, cost: Cost) -> int:
+    """What a method keeps between training and unlearning (the initial model for reset-to-init methods)."""
+    if name in ("tis", "random_reset"):
+        return tensor_bytes(p.init_state.values())
+    return cost.storage_bytes
+
+
+def run_methods(p: Prepared, methods) -> tuple[dict, dict[str, str]]:
+    """Run ``methods`` (Retrain first) on the prepared run; returns results and skip reasons."""
+    done, skipped = {}, {}
+    for name in ["retrain", *[m for m in methods if m != "retrain"]]:
+        method = METHODS[name]
+        reason = method.applies(p)
+        if reason:
+            skipped[name] = reason
+            continue
+        done[name] = method.run(p, options(p, name))
+    return done, skipped
+
+
+def run_seed(scenario: str, setting: Setting, seed: int, methods=None, *, device=None) -> SeedResult:
+    """Pre-train once, run every method from the same model, and measure them.
+
+    Parameters
+    ----------
+    scenario : str
+        One of :data:`fuhelpers.benchmark.SCENARIOS`.
+    setting : Setting
+    seed : int
+    methods : sequence of str, optional
+        Keys of :data:`METHODS`; default all. Retrain always runs (it is the reference).
+    device : torch.device or str, optional
+
+    Returns
+    -------
+    SeedResult
+        Rows for ``"original"`` (the model every method starts from; its costs are pre-training's),
+        every method that ran, and, with FOUL, ``"foul_start"`` (the L2U model before unlearning).
+    """
+    methods = list(methods or METHODS)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
+    needs_history = any(m in ("federaser", "federaser_code", "dpul") for m in methods)
+    p = prepare(scenario, setting, seed, record_history=needs_history, device=device)
+    done, skipped = run_methods(p, methods)
+    original, reference = measure(p, p.model), measure(p, done["retrain"].model)
+    out = SeedResult(scenario, seed, skipped=skipped)
+    out.rows.append(_row(p, "original", original, original, reference, p.pretrain_cost, done["retrain"].cost))
+    if "foul" in done:  # FOUL starts from its own model: the L2U model, pre-trained like the original
+        net, learned = l2u_start(p, options(p, "foul"))
+        out.rows.append(_row(p, "foul_start", measure(p, net), original, reference, learned.cost,
+                             done["retrain"].cost))
+    for name, u in done.items():
+        m = reference if name == "retrain" else measure(p, u.model)
+        u.cost.storage_bytes = storage_bytes(p, name, u.cost)
+        out.rows.append(_row(p, name, m, original, reference, u.cost, done["retrain"].cost))
+        if u.log:
+            out.logs[name] = u.log
+    return out
+
+
+def _row(p: Prepared, name: str, m: dict, original: dict, reference: dict, cost: Cost, retrain_cost: Cost) -> dict:
+    return {"scenario": p.scenario, "seed": p.seed, "method": name, **m, **scores(p, m, original, reference),
+            **cost_columns(cost, retrain_cost)}
+
+
+def run_scenario(scenario: str, setting: Setting, seeds, methods=None, *, device=None,
+                 show_progress: bool | None = None) -> list[SeedResult]:
+    """:func:`run_seed` for every seed, with a progress bar."""
+    return [run_seed(scenario, setting, s, methods, device=device)
+            for s in progress(list(seeds), desc=f"{scenario}: seeds", enabled=show_progress)]

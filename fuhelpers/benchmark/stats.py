@@ -1,0 +1,139 @@
+"""Seeds to tables: mean, spread and confidence interval of every measure, and a ranking that respects them."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .. import metrics
+
+NOT_RANKED = ("original", "foul_start", "retrain")  # starting points, and the reference itself
+
+
+def frame(results) -> pd.DataFrame:
+    """All rows of a list of :class:`~fuhelpers.benchmark.run.SeedResult`, one per (scenario, seed, method)."""
+    return pd.DataFrame([row for r in results for row in r.rows])
+
+
+def numeric_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in ("scenario", "seed", "method") and pd.api.types.is_numeric_dtype(df[c])]
+
+
+def summary(df: pd.DataFrame) -> dict:
+    """``{scenario: {method: {measure: {"mean", "std", "n", "ci95"}}}}`` over seeds (nan values left out)."""
+    out = {}
+    for (scenario, method), g in df.groupby(["scenario", "method"], sort=False):
+        out.setdefault(scenario, {})[method] = {
+            col: metrics.summarize(values) for col in numeric_columns(df)
+            if len(values := g[col].dropna().to_numpy()) > 0}
+    return out
+
+
+def mean_ci_table(df: pd.DataFrame, columns, scale: float = 1.0) -> pd.DataFrame:
+    """``mean ± ci95`` strings per (scenario, method) and column (``scale`` multiplies both)."""
+    def cell(values):
+        s = metrics.summarize(values.dropna().to_numpy() * scale) if values.notna().any() else None
+        if s is None:
+            return "n/a"
+        return f"{s['mean']:.2f}" if s["n"] == 1 else f"{s['mean']:.2f} ± {s['ci95']:.2f}"
+
+    return df.groupby(["scenario", "method"], sort=False)[list(columns)].agg(cell)
+
+
+def paired_better(a: np.ndarray, b: np.ndarray, lower_is_better: bool = True, level: float = 0.95) -> bool:
+    """Whether ``a`` beats ``b`` over the same seeds: the t-interval of the mean paired difference excludes 0.
+
+    With one seed nothing is ever significant; a zero spread of the differences makes any nonzero mean so.
+    """
+    d = (np.asarray(a, float) - np.asarray(b, float)) * (1 if lower_is_better else -1)
+    if len(d) < 2:
+        return False
+    half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+    return bool(d.mean() + half < 0)
+
+
+def ranking(df: pd.DataFrame, measure: str = "avg_gap", lower_is_better: bool = True,
+            level: float = 0.95) -> pd.DataFrame:
+    """Rank methods per scenario by ``measure``, ties where the seeds cannot tell them apart.
+
+    A method's rank is 1 + the number of methods that beat it in a paired comparison over the same
+    seeds (:func:`paired_better`); methods nobody beats share rank 1. Retrain (the reference) and the
+    starting models are left out.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index (scenario, method); columns ``mean``, ``ci95``, ``rank``, ``beaten_by``.
+    """
+    rows = []
+    for scenario, g in df[~df.method.isin(NOT_RANKED)].groupby("scenario", sort=False):
+        wide = g.pivot(index="seed", columns="method", values=measure).dropna(axis=1, how="any")
+        beaten = {m: [o for o in wide.columns if o != m and paired_better(wide[o], wide[m], lower_is_better, level)]
+                  for m in wide.columns}
+        for m in wide.columns:
+            s = metrics.summarize(wide[m].to_numpy())
+            rows.append({"scenario": scenario, "method": m, "mean": s["mean"], "ci95": s["ci95"],
+                         "rank": 1 + len(beaten[m]), "beaten_by": ", ".join(sorted(beaten[m]))})
+    columns = ["scenario", "method", "mean", "ci95", "rank", "beaten_by"]
+    out = pd.DataFrame(rows, columns=columns).set_index(["scenario", "method"])  # no rows: nothing to rank
+    return out.sort_values(["scenario", "rank", "mean"], ascending=[True, True, lower_is_better])
+
+
+def overall_ranking(ranks: pd.DataFrame) -> pd.DataFrame:
+    """Mean rank of each method over the scenarios it ran in, with the number of scenarios."""
+    g = ranks.reset_index().groupby("method")["rank"]
+    return pd.DataFrame({"mean rank": g.mean(), "scenarios": g.size()}).sort_values("mean rank")
+
+
+def mean_curves(results, keys=("test_acc", "forget_acc", "asr")) -> dict:
+    """``{scenario: {method: {key: per-round mean over seeds}}}`` for methods that log rounds."""
+    out: dict = {}
+    for r in results:
+        for method, log in r.logs.items():
+            for key in keys:
+                if key in log[0]:
+                    out.setdefault(r.scenario, {}).setdefault(method, {}).setdefault(key, []).append(
+                        [entry[key] for entry in log])
+    return {s: {m: {k: np.mean(v, axis=0).tolist() for k, v in d.items()} for m, d in ms.items()}
+            for s, ms in out.items()}
+
+
+
+
+# ---------------------------------------------------------------- tables from saved records
+# (the same functions show a run just made and one loaded from results/06_benchmark.json)
+def record_table(records: dict, columns, scale: float = 1.0, digits: int = 2) -> pd.DataFrame:
+    """``mean ± ci95`` strings from records ``{scenario: record}``; index (scenario, method).
+
+    ``scale`` multiplies mean and interval (100 for percentages). Measures a method lacks show "".
+    """
+    def cell(s):
+        if s is None:
+            return ""
+        mean, ci = s["mean"] * scale, s["ci95"] * scale
+        return f"{mean:.{digits}f}" if s["n"] == 1 or not np.isfinite(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+    rows = {(scenario, method): {c: cell(measures.get(c)) for c in columns}
+            for scenario, rec in records.items() for method, measures in rec["methods"].items()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(columns)).rename_axis(["scenario", "method"])
+
+
+def record_means(records: dict, column: str) -> pd.DataFrame:
+    """Means of one measure: index method, one column per scenario (NaN where a method did not run)."""
+    return pd.DataFrame({scenario: {m: s[column]["mean"] for m, s in rec["methods"].items() if column in s}
+                         for scenario, rec in records.items()})
+
+
+def rank_table(records: dict) -> pd.DataFrame:
+    """Rank per scenario (1 = nobody is significantly closer to Retrain) and the mean rank over scenarios."""
+    ranks = pd.DataFrame({scenario: {m: r["rank"] for m, r in rec["ranking"].items()}
+                          for scenario, rec in records.items()})
+    ranks["mean rank"] = ranks.mean(axis=1)
+    ranks["scenarios"] = ranks.drop(columns="mean rank").notna().sum(axis=1)
+    return ranks.sort_values("mean rank")
+
+
+__all__ = ["NOT_RANKED", "frame", "mean_ci_table", "mean_curves", "overall_ranking", "paired_better", "rank_table",
+           "ranking", "record_means", "record_table", "summary"]
