@@ -141,7 +141,7 @@ def test_storage_counts_what_each_method_keeps(tiny_run):
 def test_record_has_mean_std_n_for_every_measure(tiny_run):
     rec = benchmark.record([tiny_run], TINY, seconds=1.0)
     for method, measures in rec["methods"].items():
-        for name in ("test_acc", "mia_acc", "mia_auc", "asr", "avg_gap", "comm_mb_ratio", "storage_mb"):
+        for name in ("test_acc", "mia_acc", "mia_auc", "asr", "avg_gap", "comm_mb_ratio", "storage_mb", "diverged"):
             assert set(measures[name]) == {"mean", "std", "n", "ci95"}, (method, name)
             assert measures[name]["n"] == 1
     assert rec["setting"]["n_train"] == TINY.n_train and rec["seeds"] == [0]
@@ -185,3 +185,28 @@ def test_command_line_rejects_unknown_names(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--scenario", "nowhere"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- tables from saved records
+def test_tables_from_records(tiny_run):
+    rec = json.loads(json.dumps(benchmark.record([tiny_run], TINY, seconds=1.0)))  # as loaded from the JSON
+    records = {"backdoor": rec}
+    table = benchmark.record_table(records, ["test_acc", "asr"], scale=100, digits=1)
+    ft = rec["methods"]["ft"]["test_acc"]["mean"]
+    assert table.loc[("backdoor", "ft"), "test_acc"] == f"{100 * ft:.1f}"          # n = 1: no interval
+    means = benchmark.record_means(records, "avg_gap")
+    assert means.loc["retrain", "backdoor"] == 0 and means.loc["tis", "backdoor"] > 0
+    ranks = benchmark.rank_table(records)
+    assert set(ranks.index) == set(rec["ranking"]) and (ranks["backdoor"] == 1).all()  # one seed: all tie
+    assert (ranks["scenarios"] == 1).all()
+
+
+def test_a_diverged_model_is_charged_not_dropped():
+    p = benchmark.prepare("backdoor", TINY, seed=0, record_history=False)
+    assert benchmark.measure(p, p.model)["diverged"] == 0
+    broken = p.new_model()
+    with torch.no_grad():
+        next(broken.parameters())[0].fill_(float("nan"))
+    m = benchmark.measure(p, broken)
+    assert m["diverged"] == 1 and m["test_acc"] == m["retain_acc"] == m["asr"] == 0
+    assert m["mia_acc"] == m["mia_auc"] == 0.5

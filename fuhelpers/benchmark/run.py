@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from .. import metrics
 from ..cost import MB, Cost, tensor_bytes
 from ..progress import progress
@@ -34,8 +36,33 @@ class SeedResult:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+def is_finite(model) -> bool:
+    """Whether every floating-point tensor of the model's state is finite (a diverged run is not)."""
+    return all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+
+
+def diverged_measures(p: Prepared) -> dict[str, float]:
+    """What a model with non-finite weights scores: no prediction is right, and the attack learns nothing.
+
+    Its outputs are NaN, so every accuracy (and ASR) is 0 and the membership attack is at chance (0.5).
+    Counting such a run this way, rather than dropping the seed, charges the method for diverging.
+    """
+    m = {k: 0.0 for k in ("retain_acc", "forget_acc", "test_acc")}
+    m.update(mia_acc=0.5, mia_auc=0.5)
+    if p.federation.triggered_test is not None:
+        m.update(asr=0.0, backdoor_acc=0.0)
+    if p.forgetting_metric == "target_acc":
+        m["target_acc"] = 0.0
+    return {**m, "diverged": 1.0}
+
+
 def measure(p: Prepared, model) -> dict[str, float]:
-    """Every measure of ``model``: one call of :func:`fuhelpers.metrics.evaluate`, the same attack for all."""
+    """Every measure of ``model``: one call of :func:`fuhelpers.metrics.evaluate`, the same attack for all.
+
+    ``diverged`` is 1 for a model with non-finite weights, which gets :func:`diverged_measures`.
+    """
+    if not is_finite(model):
+        return diverged_measures(p)
     own_attack = p.mia_federation is p.federation
     m = metrics.evaluate(model, p.federation, p.request, mia=own_attack, efficacy=False, seed=p.seed,
                          device=p.device)
@@ -44,7 +71,7 @@ def measure(p: Prepared, model) -> dict[str, float]:
         m.update(mia_acc=attack["mia_acc"], mia_auc=attack["mia_auc"])
     if p.forgetting_metric == "target_acc":
         m["target_acc"] = metrics.accuracy(model, p.target, device=p.device)
-    return {k: m[k] for k in MEASURES if k in m}
+    return {**{k: m[k] for k in MEASURES if k in m}, "diverged": 0.0}
 
 
 def scores(p: Prepared, m: dict, original: dict, reference: dict) -> dict[str, float]:
