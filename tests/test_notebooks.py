@@ -50,3 +50,13 @@ def test_chapter_is_in_the_table_of_contents(path):
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = [ch["file"] for part in toc["parts"] for ch in part["chapters"]]
     assert f"notebooks/{path.stem}" in files
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_is_committed_executed_top_to_bottom(path):
+    # the book renders the committed outputs (execute_notebooks: off), so they must come from one full run
+    nb = nbformat.read(path, 4)
+    counts = [c.get("execution_count") for c in nb.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), "re-execute the chapter: make execute"
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
