@@ -1,6 +1,8 @@
 # Two commands do all set-up on a fresh machine:
-#   make book   -> builds the book (executes every chapter) into _build/html
-#   make test   -> unit tests (papermill parameter injection included), nbval against the committed notebooks
+#   make book   -> builds the book into _build/html from the chapters' committed (CI-verified) outputs
+#   make test   -> unit tests (papermill parameter injection included); nbval re-executes every chapter and
+#                  checks it against its committed outputs
+#   make execute book -> re-executes every chapter in place, then builds the book
 #   make browser -> opens every page of the built book in headless Chromium (tests/browser)
 # Each creates the virtual environment .venv on first use.
 
