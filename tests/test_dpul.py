@@ -237,3 +237,15 @@ def test_dpul_with_batched_vaes_gives_the_same_model(fed_and_history):
     plain = dpul.unlearn(model, fed, Request.client(1), DPULConfig(**cfg), hist)
     batched = dpul.unlearn(model, fed, Request.client(1), DPULConfig(vae_batched=True, **cfg), hist)
     torch.testing.assert_close(params_flat(batched.model), params_flat(plain.model), rtol=1e-4, atol=1e-5)
+
+
+def test_storage_counts_globals_the_targets_uploads_and_the_server_set():
+    # hand count: 3-float state (12 bytes); 4 global models; target 1 uploads in rounds 1 and 3 only
+    hist = hand_history(T([0.0, 0.0, 0.0]), [
+        ({0: 1, 1: 1}, {0: T([1.0, 1.0, 1.0]), 1: T([1.0, 1.0, 1.0])}),
+        ({0: 1}, {0: T([2.0, 2.0, 2.0])}),
+        ({0: 1, 1: 1}, {0: T([3.0, 3.0, 3.0]), 1: T([3.0, 3.0, 3.0])}),
+    ])
+    assert dpul.storage_bytes(hist, 1) == 4 * 12 + 2 * 12 < hist.storage_bytes
+    server = make_blobs(n=5)                      # x: 5 x 16 float32, y: 5 int64
+    assert dpul.storage_bytes(hist, 1, server) == 72 + 5 * 16 * 4 + 5 * 8

@@ -10,11 +10,13 @@ From the command line (writes ``results/06_benchmark.json``, one entry per scale
 """
 from __future__ import annotations
 
+import dataclasses
+
 from .methods import DEFAULTS, METHODS, Method, classifier_head, options
 from .run import MEASURES, SeedResult, measure, run_scenario, run_seed
 from .setting import SCALES, SCENARIOS, Prepared, Setting, build_task, prepare, setting_for
-from .stats import (frame, mean_ci_table, mean_curves, overall_ranking, paired_better, rank_table, ranking,
-                    record_means, record_table, summary)
+from .stats import (frame, mean_curves, overall_ranking, paired_better, rank_table, ranking, record_means,
+                    record_table, summary)
 
 STEM = "06_benchmark"
 
@@ -25,8 +27,6 @@ def record(results, setting: Setting, seconds: float | None = None) -> dict:
     Also kept: the ranking by average gap, the per-round mean curves, why methods were skipped, and
     the setting (so that a reader can rebuild it). ``seconds`` is the scenario's wall time.
     """
-    import dataclasses
-
     df = frame(results)
     scenario = df.scenario.iloc[0]
     ranks = ranking(df)
@@ -41,6 +41,6 @@ def record(results, setting: Setting, seconds: float | None = None) -> dict:
 
 
 __all__ = ["DEFAULTS", "MEASURES", "METHODS", "Method", "Prepared", "SCALES", "SCENARIOS", "STEM", "SeedResult",
-           "Setting", "build_task", "classifier_head", "frame", "mean_ci_table", "mean_curves", "measure", "options",
+           "Setting", "build_task", "classifier_head", "frame", "mean_curves", "measure", "options",
            "overall_ranking", "paired_better", "prepare", "rank_table", "ranking", "record", "record_means",
            "record_table", "run_scenario", "run_seed", "setting_for", "summary"]

@@ -2,8 +2,7 @@
 
 The benchmark must give every method the numbers its own chapter gives. A
 :class:`ChapterCheck` rebuilds one chapter's setting with the benchmark's code
-path (:func:`prepare`, the method runners of :data:`METHODS`, :func:`measure`)
-and reads the chapter's committed record (``results/<stem>.json``), so that
+path (:func:`run_seed`: ``prepare``, the method runners, ``measure``) and reads the chapter's committed record (``results/<stem>.json``), so that
 the two can be compared number by number (``tests/test_benchmark_agreement.py``).
 """
 from __future__ import annotations
@@ -15,9 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .. import results as results_io
-from .methods import METHODS, l2u_start, options
-from .run import measure
-from .setting import Setting, prepare
+from .run import run_seed
+from .setting import Setting
 
 # the chapters' small CNN at smoke scale
 CNN = dict(width=(16, 32), hidden=64)
@@ -119,21 +117,13 @@ def seed_settings(check: ChapterCheck, record: dict) -> list[Setting]:
 def benchmark_numbers(check: ChapterCheck, settings: list[Setting] | None = None, device=None) -> dict:
     """The benchmark's numbers for the chapter's methods: ``{method: {measure: mean over the seeds}}``.
 
-    Only the chapter's methods run (no full benchmark), each through the benchmark's own runner.
+    Only the chapter's methods run (no full benchmark), through :func:`run_seed`, the benchmark's own path.
     ``settings`` gives one setting per seed (default: ``check.setting`` for all).
     """
     settings = settings or [check.setting] * len(check.seeds)
     names = [m for m in check.methods.values() if m not in ("original", "foul_start")]
-    per_seed = []
-    for seed, setting in zip(check.seeds, settings):
-        p = prepare(check.scenario, setting, seed, device=device,
-                    record_history=any(m in ("federaser", "federaser_code", "dpul") for m in names))
-        rows = {"original": measure(p, p.model)}
-        if "foul_start" in check.methods.values():
-            rows["foul_start"] = measure(p, l2u_start(p, options(p, "foul"))[0])
-        for name in names:
-            rows[name] = measure(p, METHODS[name].run(p, options(p, name)).model)
-        per_seed.append(rows)
+    per_seed = [{row["method"]: row for row in run_seed(check.scenario, setting, seed, names, device=device).rows}
+                for seed, setting in zip(check.seeds, settings)]
     return {ch: {cm: float(np.mean([r[bm][check.measures[cm]] for r in per_seed])) for cm in check.measures}
             for ch, bm in check.methods.items()}
 

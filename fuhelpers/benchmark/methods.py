@@ -13,7 +13,6 @@ from typing import Callable
 import torch
 
 from .. import metrics, models
-from ..cost import tensor_bytes
 from ..fl import FedConfig
 from ..l2u import L2UConfig, L2UModel, train_l2u
 from ..unlearn import dpul, federaser, finetune, foul, negation, random_reset, retrain, tis
@@ -53,6 +52,8 @@ class Method:
         ``run(prepared, options) -> Unlearned``.
     applies : callable
         ``applies(prepared) -> str | None``: None where the method runs, else why it does not.
+    history : bool
+        Whether it reads the training history (every client's upload of every round is then recorded).
     """
 
     name: str
@@ -60,6 +61,12 @@ class Method:
     needs: str
     run: Callable
     applies: Callable = lambda p: None
+    history: bool = False
+
+
+def needs_history(names) -> bool:
+    """Whether any of the methods ``names`` reads the training history."""
+    return any(METHODS[n].history for n in names)
 
 
 def options(prepared, name: str) -> dict:
@@ -130,19 +137,7 @@ def classifier_head(model) -> list[str]:
 def _dpul(p, o) -> Unlearned:
     cfg = dpul.DPULConfig(vae_epochs=o["vae_epochs"], recovery_steps=o["recovery_steps"], seed=p.seed,
                           params=classifier_head(p.model) if o["head_only"] else None, vae_batched=o["vae_batched"])
-    out = dpul.unlearn(p.model, p.federation, p.request, cfg, p.history, evaluate=per_round(p), device=p.device)
-    out.cost.storage_bytes = dpul_storage_bytes(p)
-    return out
-
-
-def dpul_storage_bytes(p) -> int:
-    """What DPUL keeps: every global model, the target's uploads and the server set (not the others' uploads)."""
-    h, target = p.history, p.request.clients[0]
-    globals_ = sum(tensor_bytes(h.global_model(t).values()) for t in range(h.num_rounds + 1))
-    uploads = sum(tensor_bytes(h.upload(t, target).values()) for t in range(1, h.num_rounds + 1)
-                  if target in h.weights[t - 1])
-    server = tensor_bytes([p.federation.server.x, p.federation.server.y])
-    return globals_ + uploads + server
+    return dpul.unlearn(p.model, p.federation, p.request, cfg, p.history, evaluate=per_round(p), device=p.device)
 
 
 def l2u_start(p, o):
@@ -188,14 +183,14 @@ METHODS = {m.name: m for m in [
     Method("ft", "FT", "the retained clients for a few FedAvg rounds", _finetune),
     Method("random_reset", "Random Reset", "the initial model; no client (as many entries as TIS)", _random_reset),
     Method("federaser", "FedEraser", "every client's stored updates; retained clients for calibration rounds",
-           _federaser, _needs_history),
+           _federaser, _needs_history, history=True),
     Method("federaser_code", "FedEraser (code)", "as FedEraser; keeps the stored update's length, not direction",
-           _federaser, _needs_history),
+           _federaser, _needs_history, history=True),
     Method("tis", "TIS", "one curvature round with every client, the target's data included; the initial model",
            _tis),
     Method("not", "NoT", "the retained clients for a few FedAvg rounds", _negation),
     Method("not_gentle", "NoT (lr x 0.2)", "as NoT; recovery with a fifth of training's learning rate", _negation),
     Method("dpul", "DPUL", "stored global models and the target's uploads, a server-side set; no client",
-           _dpul, _needs_server_and_one_client),
+           _dpul, _needs_server_and_one_client, history=True),
     Method("foul", "FOUL", "L2U pre-training; every client sends gradients of V each round", _foul, _domain_only),
 ]}

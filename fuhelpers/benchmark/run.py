@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import metrics
-from ..cost import MB, Cost, tensor_bytes
+from ..cost import MB, Cost
 from ..progress import progress
-from .methods import METHODS, l2u_start, options
+from .methods import METHODS, l2u_start, needs_history, options
 from .setting import Prepared, Setting, prepare
 
 MEASURES = ("retain_acc", "forget_acc", "test_acc", "mia_acc", "mia_auc", "target_acc", "asr", "backdoor_acc")
@@ -90,13 +90,6 @@ def cost_columns(cost: Cost, reference: Cost) -> dict[str, float]:
             "storage_mb": cost.storage_bytes / MB, **{f"{k}_ratio": ratio[k] for k in COSTS}}
 
 
-def storage_bytes(p: Prepared, name: str, cost: Cost) -> int:
-    """What a method keeps between training and unlearning (the initial model for reset-to-init methods)."""
-    if name in ("tis", "random_reset"):
-        return tensor_bytes(p.init_state.values())
-    return cost.storage_bytes
-
-
 def run_methods(p: Prepared, methods) -> tuple[dict, dict[str, str]]:
     """Run ``methods`` (Retrain first) on the prepared run; returns results and skip reasons."""
     done, skipped = {}, {}
@@ -133,8 +126,7 @@ def run_seed(scenario: str, setting: Setting, seed: int, methods=None, *, device
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
-    needs_history = any(m in ("federaser", "federaser_code", "dpul") for m in methods)
-    p = prepare(scenario, setting, seed, record_history=needs_history, device=device)
+    p = prepare(scenario, setting, seed, record_history=needs_history(methods), device=device)
     done, skipped = run_methods(p, methods)
     original, reference = measure(p, p.model), measure(p, done["retrain"].model)
     out = SeedResult(scenario, seed, skipped=skipped)
@@ -145,7 +137,6 @@ def run_seed(scenario: str, setting: Setting, seed: int, methods=None, *, device
                              done["retrain"].cost))
     for name, u in done.items():
         m = reference if name == "retrain" else measure(p, u.model)
-        u.cost.storage_bytes = storage_bytes(p, name, u.cost)
         out.rows.append(_row(p, name, m, original, reference, u.cost, done["retrain"].cost))
         if u.log:
             out.logs[name] = u.log

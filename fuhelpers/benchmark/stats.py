@@ -31,17 +31,6 @@ def summary(df: pd.DataFrame) -> dict:
     return out
 
 
-def mean_ci_table(df: pd.DataFrame, columns, scale: float = 1.0) -> pd.DataFrame:
-    """``mean ± ci95`` strings per (scenario, method) and column (``scale`` multiplies both)."""
-    def cell(values):
-        s = metrics.summarize(values.dropna().to_numpy() * scale) if values.notna().any() else None
-        if s is None:
-            return "n/a"
-        return f"{s['mean']:.2f}" if s["n"] == 1 else f"{s['mean']:.2f} ± {s['ci95']:.2f}"
-
-    return df.groupby(["scenario", "method"], sort=False)[list(columns)].agg(cell)
-
-
 def paired_better(a: np.ndarray, b: np.ndarray, lower_is_better: bool = True, level: float = 0.95) -> bool:
     """Whether ``a`` beats ``b`` over the same seeds: the t-interval of the mean paired difference excludes 0.
 
@@ -82,9 +71,17 @@ def ranking(df: pd.DataFrame, measure: str = "avg_gap", lower_is_better: bool = 
 
 
 def overall_ranking(ranks: pd.DataFrame) -> pd.DataFrame:
-    """Mean rank of each method over the scenarios it ran in, with the number of scenarios."""
-    g = ranks.reset_index().groupby("method")["rank"]
-    return pd.DataFrame({"mean rank": g.mean(), "scenarios": g.size()}).sort_values("mean rank")
+    """Mean rank of each method over the scenarios it ran in, with the number of scenarios.
+
+    ``ranks`` is :func:`ranking`'s frame; the result has one column per scenario too.
+    """
+    return _with_mean_rank(ranks["rank"].unstack("scenario"))
+
+
+def _with_mean_rank(wide: pd.DataFrame) -> pd.DataFrame:
+    """Ranks (index method, one column per scenario) with their mean and count over scenarios, best first."""
+    return wide.assign(**{"mean rank": wide.mean(axis=1), "scenarios": wide.notna().sum(axis=1)}) \
+        .sort_values("mean rank")
 
 
 def mean_curves(results, keys=("test_acc", "forget_acc", "asr")) -> dict:
@@ -128,12 +125,9 @@ def record_means(records: dict, column: str) -> pd.DataFrame:
 
 def rank_table(records: dict) -> pd.DataFrame:
     """Rank per scenario (1 = nobody is significantly closer to Retrain) and the mean rank over scenarios."""
-    ranks = pd.DataFrame({scenario: {m: r["rank"] for m, r in rec["ranking"].items()}
-                          for scenario, rec in records.items()})
-    ranks["mean rank"] = ranks.mean(axis=1)
-    ranks["scenarios"] = ranks.drop(columns="mean rank").notna().sum(axis=1)
-    return ranks.sort_values("mean rank")
+    return _with_mean_rank(pd.DataFrame({scenario: {m: r["rank"] for m, r in rec["ranking"].items()}
+                                         for scenario, rec in records.items()}))
 
 
-__all__ = ["NOT_RANKED", "frame", "mean_ci_table", "mean_curves", "overall_ranking", "paired_better", "rank_table",
+__all__ = ["NOT_RANKED", "frame", "mean_curves", "overall_ranking", "paired_better", "rank_table",
            "ranking", "record_means", "record_table", "summary"]

@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 from torch import nn
 
-from ..cost import Cost, stopwatch
+from ..cost import Cost, stopwatch, tensor_bytes
 from .base import Unlearned, require
 
 NEEDS: set[str] = set()  # plus "init_state" when resetting to the initial values
@@ -95,9 +95,14 @@ class RandomResetConfig:
     seed: int = 0
 
 
+def reset_storage_bytes(value: str, init_state) -> int:
+    """What a reset method keeps from training: the initial state to reset to (nothing for zeros)."""
+    return tensor_bytes(init_state.values()) if value == "init" else 0
+
+
 def unlearn(model, federation, request, config: RandomResetConfig, history=None) -> Unlearned:
     """Reset ``config.counts`` random entries per layer; no client takes part."""
-    cost = Cost()
+    cost = Cost(storage_bytes=reset_storage_bytes(config.value, config.init_state))
     with stopwatch(cost):
         out = copy.deepcopy(model)
         masks = random_masks(out, config.counts, config.seed)

@@ -43,7 +43,7 @@ from ..curvature import METHODS as CURVATURES
 from ..curvature import curvature_flops_per_sample, hessian_diagonal
 from ..fl import FedConfig, FedResult, derive_seed, payload_names, train
 from .base import Unlearned, require
-from .random_reset import RESET_VALUES, apply_reset_
+from .random_reset import RESET_VALUES, apply_reset_, reset_storage_bytes
 
 NEEDS = {"clients", "target_data"}  # plus "init_state" when reset_value="init" (the paper's choice)
 
@@ -371,7 +371,7 @@ def unlearn(model: nn.Module, federation, request, config: TISConfig, history=No
     require(config.reset_value == "zero" or config.init_state is not None, "TIS with reset_value='init'",
             "the initial state", "pass init_state=FedResult.initial_state or use reset_value='zero'")
     scores = config.scores
-    cost = Cost()
+    cost = Cost(storage_bytes=reset_storage_bytes(config.reset_value, config.init_state))
     if scores is None:
         scores = compute_scores(model, federation, request, config, device=device)
         cost = cost + scores.cost

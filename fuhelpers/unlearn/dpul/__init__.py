@@ -51,7 +51,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ...cost import Cost, stopwatch
+from ...cost import Cost, stopwatch, tensor_bytes
 from ...history import History
 from ..base import Unlearned, require
 from .reconstruction import SliceVAE, reconstruct, stitch, strided_slices, train_slice_vaes, vae_loss, vae_training_flops
@@ -206,7 +206,8 @@ def unlearn(model, federation, request, config: DPULConfig, history: History | N
         out.to(device)
     device = next(out.parameters()).device
     names = _parameter_names(out, config.params)
-    cost, log = Cost(storage_bytes=history.storage_bytes), []
+    server = federation.server if "recovery" in config.stages else None
+    cost, log = Cost(storage_bytes=storage_bytes(history, target, server)), []
     with stopwatch(cost):
         vec, first, cost.flops = _first_phase(out, history, target, config, names, device)
         _write_flat_(out, names, vec.to(device))
@@ -226,8 +227,22 @@ def unlearn(model, federation, request, config: DPULConfig, history: History | N
     return Unlearned(out, cost, info, log)
 
 
+def storage_bytes(history: History, target: int, server=None) -> int:
+    """What DPUL keeps from training: every global model, the target's uploads, and the server set.
+
+    Not the other clients' uploads: the others' model of a round is derived from the global model and
+    the target's upload (:func:`others_model`).
+    """
+    rounds = sum(target in w for w in history.weights)
+    first = next(t for t in range(1, history.num_rounds + 1) if target in history.weights[t - 1])
+    globals_ = tensor_bytes(history.global_model(0).values()) * (history.num_rounds + 1)
+    uploads = tensor_bytes(history.upload(first, target).values()) * rounds
+    return globals_ + uploads + (tensor_bytes([server.x, server.y]) if server is not None else 0)
+
+
 __all__ = [
     "COMPARES", "DPULConfig", "NEEDS", "Recovery", "STAGES", "SliceVAE", "first_flagged_rounds", "flat_state",
     "high_weight_mask", "matching_round", "others_model", "projected_recovery", "reconstruct", "rollback",
-    "state_names", "stitch", "strided_slices", "train_slice_vaes", "unlearn", "vae_loss", "vae_training_flops",
+    "state_names", "stitch", "storage_bytes", "strided_slices", "train_slice_vaes", "unlearn", "vae_loss",
+    "vae_training_flops",
 ]
