@@ -1,6 +1,7 @@
 """Devices, seeds and threads: the three things every chapter sets first."""
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
@@ -45,10 +46,10 @@ def set_threads(n: int | None = None) -> int:
     ----------
     n : int, optional
         Threads to use; default: the ``FUHELPERS_THREADS`` environment
-        variable, else the number of cores.
+        variable, else ``OMP_NUM_THREADS``, else the number of cores.
     """
     if n is None:
-        n = int(os.environ.get("FUHELPERS_THREADS", os.cpu_count() or 1))
+        n = int(os.environ.get("FUHELPERS_THREADS") or os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
     torch.set_num_threads(max(1, n))
     return torch.get_num_threads()
 
@@ -58,8 +59,51 @@ def default_scale() -> str:
     return "full" if torch.cuda.is_available() else "smoke"
 
 
+# Environment variables that change which CPU kernels torch runs, hence the rounding of every float result.
+NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cpu_model() -> str:
+    """The CPU as the kernel names it, with family/model/stepping and a hash of its feature flags.
+
+    Two CPUs sold under one name (say "AMD EPYC") can differ in features and so in the kernels torch picks;
+    the flags hash tells them apart. Falls back to :func:`platform.processor` where ``/proc/cpuinfo`` is absent.
+    """
+    try:
+        text = open("/proc/cpuinfo").read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    flags = hashlib.sha1(fields.get("flags", "").encode()).hexdigest()[:8]
+    ident = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    return f"{fields.get('model name', platform.machine())} ({ident}, flags {flags})"
+
+
+def numerics() -> dict[str, str]:
+    """What decides the rounding of a CPU run: the CPU, torch's kernels, their caps, the thread count."""
+    info = {"cpu": cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__, "threads": str(torch.get_num_threads())}
+    info.update({k.lower(): os.environ[k] for k in NUMERICS_ENV if k in os.environ})
+    return info
+
+
+def same_numerics(provenance: dict) -> str | None:
+    """None when a record was made with this process's :func:`numerics`, else what differs.
+
+    Seeded CPU results are bitwise reproducible only under the same numerics: another CPU, another kernel
+    cap or another thread count rounds differently, and at small scale the rounding moves results a lot.
+    """
+    here = {**numerics(), "device": str(try_gpu())}
+    keys = sorted(set(here) | {k.lower() for k in NUMERICS_ENV if k.lower() in provenance} | {"device"})
+    diff = [f"{k}: {provenance.get(k)!r} there, {here.get(k)!r} here" for k in keys if provenance.get(k) != here.get(k)]
+    return "; ".join(diff) or None
+
+
 def describe_environment() -> dict[str, str]:
-    """Versions and hardware, printed by every chapter's first cell."""
+    """Versions, hardware and CPU numerics (:func:`numerics`), printed by every chapter's first cell."""
     import sklearn  # noqa: F401  (imported for its version only)
 
     info = {
@@ -68,7 +112,7 @@ def describe_environment() -> dict[str, str]:
         "numpy": np.__version__,
         "sklearn": sklearn.__version__,
         "device": str(try_gpu()),
-        "threads": str(torch.get_num_threads()),
+        **numerics(),
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -1,10 +1,31 @@
 import os
+import pathlib
 
 import pytest
 import torch
 
 os.environ.setdefault("FUHELPERS_PROGRESS", "0")
 torch.set_num_threads(1)
+
+HERE = pathlib.Path(__file__).resolve().parent
+# Folders collected only when named on the command line: the browser test needs a built book and Chromium
+# (make browser); the agreement test reads the records the chapters have just written (make agreement).
+ONLY_WHEN_ASKED = (HERE / "browser", HERE / "after_notebooks")
+
+
+def _asked_for(folder, config):
+    for arg in config.args:
+        path = (config.invocation_params.dir / arg.split("::")[0]).resolve()
+        if path == folder or folder in path.parents:
+            return True
+    return False
+
+
+def pytest_ignore_collect(collection_path, config):
+    for folder in ONLY_WHEN_ASKED:
+        if (collection_path == folder or folder in collection_path.parents) and not _asked_for(folder, config):
+            return True
+    return None
 
 
 def make_blobs(n=60, num_classes=3, features=16, seed=0):

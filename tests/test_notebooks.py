@@ -60,3 +60,23 @@ def test_chapter_is_committed_executed_top_to_bottom(path):
     assert counts == list(range(1, len(counts) + 1)), "re-execute the chapter: make execute"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
+
+
+def sanitized(text):
+    from nbval.plugin import get_sanitize_patterns
+    import re
+    for regex, replace in get_sanitize_patterns((ROOT / "notebooks" / "sanitize.cfg").read_text()):
+        text = re.sub(regex, replace, text)
+    return text
+
+
+def test_sanitizer_equates_rounding_errors_and_column_widths_only():
+    # float errors of identities (below 1e-4) and a printed zero compare equal, whatever their digits
+    assert sanitized("max |hand - package| = 1.5e-08") == sanitized("max |hand - package| = 0.0e+00")
+    assert sanitized("worst 3e-07, Gamma -2e-11") == sanitized("worst 9e-06, Gamma 0e+00")
+    # numbers that are results stay as they are
+    for a, b in [("step 0.935429", "step 0.935426"), ("1.0e+00", "2.0e+00"), ("err 2e-04", "err 3e-04"),
+                 ("55.39", "55.38"), ("10.0e+00", "11.0e+00")]:
+        assert sanitized(a) != sanitized(b), (a, b)
+    # table columns aligned to another width compare equal
+    assert sanitized("a    1.5\nbb   2.5") == sanitized("a 1.5\nbb 2.5")

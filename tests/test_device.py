@@ -1,0 +1,29 @@
+"""Threads, and the numerics a record was made under: the agreement test compares only like with like."""
+import torch
+
+from fuhelpers.device import numerics, same_numerics, set_threads
+
+
+def test_same_numerics_accepts_this_process_and_names_each_difference(monkeypatch):
+    here = {**numerics(), "device": "cpu"}
+    assert same_numerics(here) is None
+    other = {**here, "cpu_capability": "AVX2", "threads": "7"}
+    reason = same_numerics(other)
+    assert "cpu_capability" in reason and "threads" in reason and "cpu:" not in reason
+    # a kernel cap set here but not there (or the reverse) is a difference too
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert "onednn_max_cpu_isa" in same_numerics(here)
+    assert same_numerics({**here, "onednn_max_cpu_isa": "AVX2"}) is None
+
+
+def test_set_threads_follows_fuhelpers_threads_then_omp_num_threads(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("FUHELPERS_THREADS", raising=False)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_threads() == 1
+        monkeypatch.setenv("FUHELPERS_THREADS", "2")
+        assert set_threads() == 2
+        assert set_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)
