@@ -101,7 +101,8 @@ class Federation:
         Test set, never seen in training.
     server : ArrayDataset, optional
         Small auxiliary set held by the server and disjoint from every client
-        (DPUL's recovery data).
+        (DPUL's recovery data); methods read it through :meth:`server_data`,
+        which leaves out the classes a request forgets.
     triggered_test : ArrayDataset, optional
         Triggered test images relabelled to the backdoor target (attack success).
     triggered_test_true : ArrayDataset, optional
@@ -185,6 +186,35 @@ class Federation:
         if not parts:
             raise ValueError(f"the request {request} matches no training sample")
         return concat(parts, self.classes)
+
+    def forgotten_classes(self, request: Request) -> list[int]:
+        """Classes that the request removes from the training data altogether.
+
+        For a class request, its classes. For client and sample requests, the classes
+        that occur in the forgotten data and in no retained sample (e.g. the exclusive
+        class of the forgotten client in the categorical setting).
+        """
+        if request.kind == "class":
+            return sorted(int(k) for k in request.classes)
+        forgotten = set(self.forget_data(request).y.unique().tolist())
+        retained = {k for data in self.retain_clients(request)[0] for k in data.y.unique().tolist()}
+        return sorted(int(k) for k in forgotten - retained)
+
+    def server_data(self, request: Request) -> ArrayDataset | None:
+        """The server set as a method may use it for ``request``: it never holds what the request forgets.
+
+        Its samples are disjoint from every client's by construction; here the samples of
+        :meth:`forgotten_classes` are dropped as well, so that, e.g., DPUL's recovery cannot
+        teach a forgotten class again. Returns ``server`` itself when nothing is dropped, and
+        None without a server set.
+        """
+        if self.server is None:
+            return None
+        dropped = self.forgotten_classes(request)
+        if not dropped:
+            return self.server
+        held = ~torch.isin(self.server.y, torch.tensor(dropped))
+        return self.server.subset(torch.nonzero(held).flatten().numpy())
 
     def test_split(self, request: Request) -> tuple[ArrayDataset, ArrayDataset | None]:
         """Test samples of retained classes and of forgotten classes (class requests only).

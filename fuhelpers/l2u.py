@@ -7,7 +7,7 @@ During federated training every client's model is split into five parts,
                                   └──> V (non-causal encoder) ──> z_V
                                         concat(z_K, z_V) ──> D (decoder) ──> x_hat
 
-and trained on (Eq. 3 as summarised in seed 002)::
+and trained on (Eq. 3, as given in a published summary of the paper)::
 
     L_L2U = alpha_V L_V + alpha_K L_K + alpha_gtc L_gtc + L_rec
 
@@ -29,8 +29,8 @@ FedAvg through :func:`fuhelpers.fl.train`. Unlearning
 
 What is ours, not the paper's
 -----------------------------
-The extracted paper text lost every formula; seed 002 keeps Eq. 5 and the
-total loss. Marked [infer] below:
+Our text of the paper (arXiv 2603.13795) lost every formula in extraction; a
+published summary of the paper keeps Eq. 5 and the total loss. Marked [infer] below:
 
 * Eq. 4's exact form: a softmax over cosine similarities to the in-batch
   class prototypes with a temperature (the prototypical-network reading).
@@ -113,7 +113,7 @@ class L2UConfig:
         for cosine-similarity softmaxes; Eq. 4's form is our reading).
     threshold : float
         Hinge level of ``L_V``: the target per-dimension standard deviation,
-        1 in seed 002's Eq. 5 (as in VICReg).
+        1 in Eq. 5 as the paper's published summary gives it (as in VICReg).
     eps : float
         Added to the variance under the square root of ``L_V``; 1e-4 as in
         VICReg (Bardes et al., 2022), which Eq. 5 follows.
@@ -468,7 +468,8 @@ def hinge_variance_loss(z: Tensor, y: Tensor, threshold: float = 1.0, eps: float
         s_cj = sqrt(Var_{i in B_c}(z_ij) + eps)
         L_V  = (1 / C) sum_c (1 / D) sum_j max(0, threshold - s_cj)
 
-    (seed 002's Eq. 5 with threshold 1, per dimension as in VICReg). The loss
+    (Eq. 5 as the paper's published summary gives it, threshold 1, per dimension
+    as in VICReg). The loss
     is large while same-class features are collapsed and exactly zero once
     every ``s_cj >= threshold``, so the variance is pushed up only to that
     level. The variance is the unbiased one; classes with fewer than two

@@ -555,6 +555,8 @@ def nfs(value_original: float, value_unlearned: float, value_retrain: float) -> 
 
     - NFS_TargetAcc (Eq. 33): v = accuracy on the target (forgotten) data.
     - NFS_MIA (Eq. 34): v = MIA accuracy of members = target data vs the test set.
+      The benchmark passes the attack's AUC instead (see :func:`evaluate`: the
+      accuracy depends on a threshold fitted on each model's retain losses).
 
     1 means the unlearned model is where Retrain is; 0 that it has not moved
     from the original; it can leave [0, 1] (overshooting Retrain gives > 1).
@@ -734,7 +736,12 @@ def evaluate(model: torch.nn.Module, federation, request, *, mia: bool = True, e
     halves; the attack is fitted on retain samples (known members) against the
     first half, and scores the forget set against the second half, each pair
     class-matched with :func:`class_matched`. For a model that never saw the
-    forget set, its accuracy is 0.5 up to sampling noise.
+    forget set, its accuracy is 0.5 up to sampling noise. ``mia_acc`` uses the
+    threshold fitted on the calibration pair, so it also moves with how far the
+    model lowered its retain losses; ``mia_auc`` and ``mia_tpr_1pct`` depend only
+    on how the scored samples rank (one feature, a monotone attack). Compare
+    methods with the AUC (the benchmark's derived scores do) and read the
+    accuracy as a raw measure.
     ``mia_efficacy`` is the SVC attack of Jia et al. (:func:`mia_efficacy`),
     fitted on retain samples against the first half; ``mia_efficacy_ref`` is
     the share of the second, unseen half that the same SVC calls non-members.

@@ -28,12 +28,13 @@ def results_dir(root: str | Path | None = None) -> Path:
 
 
 def git_commit() -> str:
-    """Short hash of ``HEAD`` with ``-dirty`` when the tree has changes, or ``"unknown"`` outside git."""
+    """Short hash of ``HEAD``, with ``-dirty`` when tracked files outside ``results/`` changed; ``"unknown"`` outside git."""
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(), capture_output=True,
                               text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root(),
-                               capture_output=True, text=True, check=True).stdout.strip()
+        # records being written (results/) are not code: they do not make the code dirty
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!results"],
+                               cwd=repo_root(), capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return head + ("-dirty" if dirty else "")

@@ -41,7 +41,8 @@ class Scenario:
     target : ArrayDataset
         Where "target accuracy" is measured (see the module docstring).
     forgetting_metric : str
-        The measure NFS is computed on: ``"target_acc"``, ``"mia_acc"`` or ``"asr"``.
+        The measure NFS is computed on: ``"target_acc"``, ``"mia_auc"`` (the attack's AUC, free of its
+        threshold) or ``"asr"``.
     target_client : int
     """
 
@@ -99,7 +100,7 @@ def build(setting: str, train: ArrayDataset, test: ArrayDataset, *, num_clients:
         fed.triggered_test = triggered_testset(test, backdoor_target)
         fed.triggered_test_true = triggered_testset(test, backdoor_target, relabel=False)
         return Scenario(setting, fed, request, fed.triggered_test, "asr", target_client)
-    metric = "mia_acc" if setting == "random" else "target_acc"
+    metric = "mia_auc" if setting == "random" else "target_acc"
     return Scenario(setting, fed, request, fed.clients[target_client], metric, target_client)
 
 

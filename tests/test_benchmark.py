@@ -3,6 +3,7 @@ every method on a shrunk setting, the results record, and the command line (same
 import dataclasses
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -97,6 +98,17 @@ def test_server_set_is_held_out_from_every_client():
     assert tuple(request.clients) == (TINY.target_client,)
 
 
+def test_the_categorical_server_set_holds_no_sample_of_the_forgotten_class():
+    fed, request, target, _ = benchmark.build_task("categorical", TINY, seed=0)
+    _, _, drawn = benchmark.setting.load_split(TINY, seed=0)     # the server set as drawn from the pool
+    forgotten = int(target.y[0])              # the target: test samples of the forgotten client's exclusive class
+    assert (target.y == forgotten).all() and (drawn.y == forgotten).sum() > 0
+    assert (fed.server.y != forgotten).all()
+    assert len(fed.server) == TINY.n_server - int((drawn.y == forgotten).sum())   # only that class left out
+    iid, _, _, _ = benchmark.build_task("iid", TINY, seed=0)
+    assert len(iid.server) == TINY.n_server                      # a client request in IID forgets no class
+
+
 # ---------------------------------------------------------------- one run of every method
 @pytest.fixture(scope="module")
 def tiny_run():
@@ -122,12 +134,17 @@ def test_retrain_is_the_reference(tiny_run):
     rt = rows["retrain"]
     assert rt["avg_gap"] == 0 and rt["privacy_gap"] == 0 and rt["nta"] == pytest.approx(1.0)
     assert all(rt[f"{k}_ratio"] == pytest.approx(1.0) for k in ("seconds", "rounds", "comm_mb", "flops"))
-    # Random Reset and TIS touch no client after training: no rounds, no bytes
-    assert rows["random_reset"]["rounds"] == 0 and rows["random_reset"]["comm_mb"] == 0
+    # Random Reset's counts come from TIS's curvature round, and it is charged for it. By hand: one round;
+    # each of the 4 clients gets the model and sends two diagonals, all float32 (the CNN has no buffers)
+    model = benchmark.prepare("backdoor", TINY, seed=0, record_history=False).model
+    assert not list(model.buffers())
+    model_mb = sum(p.numel() for p in model.parameters()) * 4 / 1e6
+    for name in ("tis", "random_reset"):
+        assert rows[name]["rounds"] == 1 and rows[name]["comm_mb"] == pytest.approx(4 * (1 + 2) * model_mb)
     assert "asr" in rt and 0 <= rt["asr"] <= 1
     # avg_gap is the mean absolute gap to Retrain in percentage points over the four NoT measures
     ft = rows["ft"]
-    gap = np.mean([abs(ft[k] - rt[k]) for k in ("retain_acc", "forget_acc", "test_acc", "mia_acc")]) * 100
+    gap = np.mean([abs(ft[k] - rt[k]) for k in ("retain_acc", "forget_acc", "test_acc", "mia_auc")]) * 100
     assert ft["avg_gap"] == pytest.approx(gap)
 
 
@@ -201,12 +218,43 @@ def test_tables_from_records(tiny_run):
     assert (ranks["scenarios"] == 1).all()
 
 
-def test_a_diverged_model_is_charged_not_dropped():
+def test_a_diverged_model_is_charged_and_not_comparable():
     p = benchmark.prepare("backdoor", TINY, seed=0, record_history=False)
     assert benchmark.measure(p, p.model)["diverged"] == 0
     broken = p.new_model()
     with torch.no_grad():
         next(broken.parameters())[0].fill_(float("nan"))
     m = benchmark.measure(p, broken)
-    assert m["diverged"] == 1 and m["test_acc"] == m["retain_acc"] == m["asr"] == 0
-    assert m["mia_acc"] == m["mia_auc"] == 0.5
+    assert m["diverged"] == 1 and m["test_acc"] == m["retain_acc"] == m["backdoor_acc"] == 0   # utility: charged
+    assert all(math.isnan(m[k]) for k in ("forget_acc", "asr", "mia_acc", "mia_auc"))       # not an attack at 0.5
+    reference = {"retain_acc": 0.9, "forget_acc": 0.8, "test_acc": 0.8, "mia_auc": 0.5, "asr": 0.1}
+    s = benchmark.run.scores(p, m, {**reference, "asr": 0.9}, reference)
+    assert math.isnan(s["nfs"]) and math.isnan(s["avg_gap"]) and math.isnan(s["privacy_gap"])
+    assert s["utility_gap"] == pytest.approx(85.0) and s["nta"] == 0    # by hand: (90 + 80) / 2 points
+
+
+def test_derived_scores_use_the_attacks_auc_not_its_accuracy():
+    # By hand. IID: NFS on the attack = (0.8 - 0.65) / (0.8 - 0.5) = 0.5 with the AUC; the accuracies (0.9, 0.9,
+    # 0.5) would give 0. Average gap over retain, forget, test and the AUC: (0 + 10 + 0 + 15) / 4 = 6.25 points
+    # (12.5 with the accuracy's 40-point gap); privacy gap over forget and AUC: (10 + 15) / 2 = 12.5.
+    p = SimpleNamespace(scenario="iid", forgetting_metric=benchmark.setting.FORGETTING_METRIC["iid"])
+    original = {"retain_acc": 0.95, "forget_acc": 0.95, "test_acc": 0.85, "mia_acc": 0.9, "mia_auc": 0.8}
+    reference = {"retain_acc": 0.9, "forget_acc": 0.7, "test_acc": 0.85, "mia_acc": 0.5, "mia_auc": 0.5}
+    method = {"retain_acc": 0.9, "forget_acc": 0.8, "test_acc": 0.85, "mia_acc": 0.9, "mia_auc": 0.65}
+    s = benchmark.run.scores(p, method, original, reference)
+    assert s["nfs"] == pytest.approx(0.5)
+    assert s["avg_gap"] == pytest.approx(6.25) and s["privacy_gap"] == pytest.approx(12.5)
+
+
+def test_a_method_with_a_nan_score_is_not_ranked():
+    # "bad" would be best by its two finite seeds, but its third (a diverged run) is NaN: no rank, not a good one
+    df = pd.DataFrame({"scenario": "iid", "seed": [0, 1, 2] * 3, "method": ["a"] * 3 + ["b"] * 3 + ["bad"] * 3,
+                       "avg_gap": [1.0, 1.1, 0.9, 5.0, 5.2, 4.9, 0.1, 0.1, np.nan]})
+    ranks = bstats.ranking(df)
+    assert set(ranks.index.get_level_values("method")) == {"a", "b"}
+    assert ranks.loc[("iid", "a"), "rank"] == 1 and ranks.loc[("iid", "b"), "rank"] == 2
+    rows = [{**r, "diverged": float(np.isnan(r["avg_gap"]))} for r in df.to_dict("records")]
+    results = [benchmark.SeedResult("iid", seed, rows=[r for r in rows if r["seed"] == seed]) for seed in range(3)]
+    rec = benchmark.record(results, TINY)
+    assert set(rec["ranking"]) == {"a", "b"} and rec["methods"]["bad"]["diverged"]["mean"] == pytest.approx(1 / 3)
+    assert rec["methods"]["bad"]["avg_gap"]["n"] == 2     # the table's mean is over the comparable seeds only

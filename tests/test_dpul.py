@@ -184,6 +184,25 @@ def test_dpul_runs_each_stage_subset_and_leaves_the_input_alone(fed_and_history,
         assert out.info["flagged"] == 0
 
 
+def test_recovery_never_trains_on_a_class_the_request_forgets(monkeypatch):
+    # client 1 alone holds class 2, so forgetting it forgets the class; the server holds 5 samples of each class
+    data = make_blobs(n=60)
+    others = np.flatnonzero(data.y.numpy() != 2)
+    parts = [others[:20], np.flatnonzero(data.y.numpy() == 2), others[20:]]
+    fed = Federation.from_partition(data, parts, make_blobs(12, seed=1), server=make_blobs(15, seed=2))
+    hist = History(record_clients="all")
+    model = train(tiny_net(), fed.clients, FedConfig(num_rounds=3, batch_size=8), history=hist).model
+    seen = []
+
+    def spy(model, server_data, *args, **kwargs):
+        seen.append(server_data.y.clone())
+        return projected_recovery(model, server_data, *args, **kwargs)
+
+    monkeypatch.setattr(dpul, "projected_recovery", spy)
+    dpul.unlearn(model, fed, Request.client(1), DPULConfig(**SMALL), hist)
+    assert len(seen) == 1 and sorted(seen[0].tolist()) == [0] * 5 + [1] * 5   # the 5 of class 2 left out
+
+
 def test_params_subset_leaves_other_parameters_bit_identical(fed_and_history):
     fed, hist, model = fed_and_history
     head = ["3.weight", "3.bias"]

@@ -51,9 +51,18 @@ def test_rescale_update_on_hand_made_tensors():
     stored, calibrated = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 2.0])
     torch.testing.assert_close(rescale_update(stored, calibrated, "direction"), torch.tensor([1.2, 1.6]))
     torch.testing.assert_close(rescale_update(stored, calibrated, "norm"), torch.tensor([0.0, 5.0]))
-    assert torch.equal(rescale_update(torch.zeros(2), calibrated), torch.zeros(2))
+    assert torch.equal(rescale_update(stored, torch.zeros(2)), torch.zeros(2))
+    assert torch.equal(rescale_update(torch.zeros(2), calibrated, "direction"), torch.zeros(2))
     with pytest.raises(ValueError, match="keep"):
         rescale_update(stored, calibrated, "both")
+
+
+def test_the_default_is_the_papers_rule_stored_length_calibrated_direction():
+    # FedEraser (Liu et al., IWQoS 2021): U~ = ||U|| * U^ / ||U^||, U the stored update, U^ the calibration one.
+    # By hand: ||(3, 4)|| = 5 and (0, 2) / ||(0, 2)|| = (0, 1), so U~ = (0, 5).
+    stored, calibrated = torch.tensor([3.0, 4.0]), torch.tensor([0.0, 2.0])
+    torch.testing.assert_close(rescale_update(stored, calibrated), torch.tensor([0.0, 5.0]))
+    assert FedEraserConfig().keep == "norm"
 
 
 def test_one_calibrated_round_matches_a_hand_computed_reference(fed):
@@ -73,7 +82,8 @@ def test_one_calibrated_round_matches_a_hand_computed_reference(fed):
         torch.nn.functional.cross_entropy(net(fed.clients[c].x), fed.clients[c].y).backward()
         grads = {n: p.grad for n, p in net.named_parameters()}
         stored = {k: hist.upload(2, c)[k] - hist.global_model(1)[k] for k in m1}
-        new_updates.append({k: stored[k] / stored[k].norm() * (0.3 * grads[k]).norm() for k in m1})
+        # the paper's rule: the stored update's length along the calibration update -0.3 * grad
+        new_updates.append({k: stored[k].norm() * -grads[k] / grads[k].norm() for k in m1})
     expected = {k: m1[k] + sum(n / 40 * u[k] for n, u in zip(sizes, new_updates)) for k in m1}
     for k, v in out.model.state_dict().items():
         torch.testing.assert_close(v, expected[k], rtol=1e-4, atol=1e-6)

@@ -43,3 +43,27 @@ def test_request_validation(fed):
         Request("client")
     with pytest.raises(ValueError, match="clients 0..2"):
         fed.retain_clients(Request.client(5))
+
+
+@pytest.fixture
+def exclusive():
+    """Client 2 alone holds class 2 (the categorical setting); the server holds 4 samples of each class."""
+    data = make_blobs(n=30)                                  # y = i % 3: 10 samples per class
+    others = np.flatnonzero(data.y.numpy() != 2)
+    parts = [others[:10], others[10:], np.flatnonzero(data.y.numpy() == 2)]
+    return Federation.from_partition(data, parts, make_blobs(n=12, seed=1), server=make_blobs(n=12, seed=2))
+
+
+def test_forgotten_classes(exclusive):
+    assert exclusive.forgotten_classes(Request.client(2)) == [2]     # its class is gone with it
+    assert exclusive.forgotten_classes(Request.client(0)) == []      # client 1 still holds classes 0 and 1
+    assert exclusive.forgotten_classes(Request.for_class(1)) == [1]
+    assert exclusive.forgotten_classes(Request.for_samples({2: [0, 1]})) == []
+
+
+def test_the_server_set_never_holds_a_forgotten_class(exclusive):
+    kept = exclusive.server_data(Request.client(2))
+    assert len(kept) == 8 and sorted(kept.y.unique().tolist()) == [0, 1]     # 12 minus the 4 of class 2
+    assert len(exclusive.server_data(Request.for_class(0))) == 8 and (exclusive.server_data(Request.for_class(0)).y != 0).all()
+    assert exclusive.server_data(Request.client(0)) is exclusive.server       # nothing forgotten: unchanged
+    assert Federation(clients=exclusive.clients, test=exclusive.test).server_data(Request.client(2)) is None

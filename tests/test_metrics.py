@@ -280,18 +280,50 @@ def test_summarize_matches_scipy():
     assert single["std"] == 0.0 and math.isnan(single["ci95"])
 
 
-def test_calibrated_attack_is_unbiased_where_cross_validation_is_not():
-    # One fixed sample with exactly no member/non-member difference: the non-members are a
-    # permutation of the members. Cross-validation on it is anti-biased; an attack fitted on
-    # disjoint calibration data (with a real signal) scores it at exactly chance.
+def test_cross_validation_is_anti_biased_on_one_fixed_sample_without_signal():
+    # One fixed sample with exactly no member/non-member difference (the non-members are a permutation of the
+    # members): what the held-out fold lacks, the others have, so cross-validation sits below chance.
     rng = np.random.default_rng(0)
     members = rng.normal(size=600)
     nonmembers = rng.permutation(members)
     cv = np.mean([mia_from_scores(members, nonmembers, seed=s).accuracy for s in range(5)])
     assert cv < 0.49
-    calibrated = mia_from_scores(members, nonmembers, fit_members=rng.normal(-1, 1, 500),
-                                 fit_nonmembers=rng.normal(1, 1, 500))
-    assert calibrated.accuracy == pytest.approx(0.5) and calibrated.auc == pytest.approx(0.5)
+
+
+def test_calibrated_attack_is_at_chance_without_signal():
+    # Members and non-members drawn independently from one distribution, the attack fitted on a disjoint
+    # calibration set with a real signal: accuracy and AUC are 0.5 up to sampling noise. 30 draws of 600 + 600:
+    # the mean accuracy has standard error sqrt(0.25 / 1200 / 30) = 0.0026; allow 4 of them.
+    rng = np.random.default_rng(0)
+    runs = [mia_from_scores(rng.normal(size=600), rng.normal(size=600), fit_members=rng.normal(-1, 1, 500),
+                            fit_nonmembers=rng.normal(1, 1, 500), seed=s) for s in range(30)]
+    assert abs(np.mean([r.accuracy for r in runs]) - 0.5) < 0.011
+    assert abs(np.mean([r.auc for r in runs]) - 0.5) < 0.011
+
+
+def test_calibrated_attack_recovers_a_planted_signal_of_known_strength():
+    # Members N(-0.5, 1), non-members N(0.5, 1), calibration alike: the fitted threshold is the midpoint 0, so
+    # accuracy = Phi(0.5) = 0.691 and AUC = P(member < non-member) = Phi(1 / sqrt 2) = 0.760.
+    rng = np.random.default_rng(2)
+    res = mia_from_scores(rng.normal(-0.5, 1, 3000), rng.normal(0.5, 1, 3000),
+                          fit_members=rng.normal(-0.5, 1, 3000), fit_nonmembers=rng.normal(0.5, 1, 3000))
+    assert res.accuracy == pytest.approx(stats.norm.cdf(0.5), abs=0.03)
+    assert res.auc == pytest.approx(stats.norm.cdf(1 / math.sqrt(2)), abs=0.03)
+
+
+def test_attack_accuracy_depends_on_the_calibration_threshold_and_auc_does_not():
+    # Why derived scores use the AUC: a method that lowers the retain (calibration members') losses by 2 moves
+    # the fitted threshold from 0 to the new midpoint -1, so the accuracy on the same scored samples falls to
+    # (Phi(-0.5) + Phi(1.5)) / 2 = 0.621; the attack stays monotone in the one feature, so the AUC is unchanged.
+    rng = np.random.default_rng(3)
+    members, nonmembers = rng.normal(-0.5, 1, 3000), rng.normal(0.5, 1, 3000)
+    fit_n = rng.normal(0.5, 1, 3000)
+    fit_m = rng.normal(-0.5, 1, 3000)
+    plain = mia_from_scores(members, nonmembers, fit_members=fit_m, fit_nonmembers=fit_n)
+    lowered = mia_from_scores(members, nonmembers, fit_members=fit_m - 2.0, fit_nonmembers=fit_n)
+    assert lowered.accuracy == pytest.approx((stats.norm.cdf(-0.5) + stats.norm.cdf(1.5)) / 2, abs=0.03)
+    assert plain.accuracy - lowered.accuracy > 0.04
+    assert lowered.auc == pytest.approx(plain.auc, abs=1e-12)
 
 
 def test_calibrated_attack_detects_a_real_signal():

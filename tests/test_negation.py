@@ -1,4 +1,5 @@
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -157,10 +158,17 @@ def test_among_weights_of_equal_norm_negation_moves_activations_most(activation)
     assert negation_change > 1.2 * np.mean(reinit)
 
 
-def test_noise_of_negations_change_norm_moves_relu_activations_more_than_negation():
-    """With ||delta|| = 2||W|| (perturb_'s scaling) Gaussian noise beats negation for ReLU (module docstring)."""
+def test_noise_of_negations_change_norm_vs_negation_for_a_random_layer_and_gaussian_inputs():
+    """The one case the module docstring states: no bias, rows of equal norm, inputs N(0, I).
+
+    Per unit, y ~ N(0, s^2) and y + delta ~ N(0, 5 s^2) with correlation 1/sqrt(5); with the Gaussian
+    moments E[relu(a)^2] = var/2 and E[relu(a) relu(b)] = s_a s_b (sqrt(1 - r^2) + r (pi - arccos r)) / (2 pi),
+    E[(relu(y + delta) - relu(y))^2] / E[y^2] = 2 - (2 - arccos(1/sqrt 5)) / pi = 1.716.
+    """
     torch.manual_seed(0)
     layer = nn.Linear(32, 64, bias=False)
+    with torch.no_grad():
+        layer.weight /= layer.weight.norm(dim=1, keepdim=True)
     w = layer.weight.detach().clone()
     x = torch.randn(2000, 32, generator=torch.Generator().manual_seed(1))
     changes = []
@@ -168,7 +176,8 @@ def test_noise_of_negations_change_norm_moves_relu_activations_more_than_negatio
         noisy = copy.deepcopy(layer)
         perturb_(noisy, ["weight"], "noise", seed=s)
         changes.append(activation_change(torch.relu, w, noisy.weight.detach(), x))
-    assert 1.4 < np.mean(changes) / activation_change(torch.relu, w, -w, x) < 2.1
+    expected = 2 - (2 - math.acos(1 / math.sqrt(5))) / math.pi
+    assert np.mean(changes) / activation_change(torch.relu, w, -w, x) == pytest.approx(expected, abs=0.05)
 
 
 # ---------------------------------------------------------------- ablation perturbations

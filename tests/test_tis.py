@@ -158,6 +158,22 @@ def test_random_reset_with_tis_counts_resets_as_many_per_layer_elsewhere(fed):
     assert any(not torch.equal(rand.info["masks"][n], out.info["masks"][n]) for n in out.info["masks"])
 
 
+def test_random_reset_is_charged_the_curvature_round_that_gave_its_counts(fed):
+    net, request = tiny_net(seed=5), Request.client(1)
+    out = tis.unlearn(net, fed, request, reset_config("zero"))
+    cfg = random_reset.RandomResetConfig(counts=out.info["counts"], value="zero", seed=3,
+                                         counts_cost=out.info["scoring_cost"])
+    rand = random_reset.unlearn(net, fed, request, cfg)
+    # by hand: one round; each of the 3 clients gets the model (float32) and sends two diagonals back
+    param_bytes = sum(p.numel() for p in net.parameters()) * 4
+    assert rand.cost.rounds == 1
+    assert rand.cost.bytes_down == 3 * param_bytes and rand.cost.bytes_up == 3 * 2 * param_bytes
+    assert rand.cost.flops == out.cost.flops > 0  # the reset itself adds no training FLOPs, as for TIS
+    free = random_reset.unlearn(net, fed, request, random_reset.RandomResetConfig(counts=out.info["counts"],
+                                                                                  value="zero", seed=3))
+    assert free.cost.rounds == 0 and free.cost.comm_mb == 0  # counts given for free: nothing charged
+
+
 def finite(model):
     return all(torch.isfinite(p).all() for p in model.parameters())
 

@@ -2,6 +2,10 @@
 
 One row per method: accuracies, the membership attack, ASR where a trigger is set, NFS and NTA
 against Retrain, the average gap to Retrain, and costs as ratios to Retrain measured in the same run.
+Every derived score that involves the membership attack uses its AUC (``mia_auc``), never its accuracy:
+the accuracy thresholds at a level fitted on the model's own retain losses, so it moves with how far a
+method lowered them, while the AUC (and TPR at low FPR) does not depend on that threshold.
+``mia_acc`` is still reported, as a raw measure.
 """
 from __future__ import annotations
 
@@ -16,12 +20,12 @@ from .methods import METHODS, l2u_start, needs_history, options
 from .setting import Prepared, Setting, prepare
 
 MEASURES = ("retain_acc", "forget_acc", "test_acc", "mia_acc", "mia_auc", "target_acc", "asr", "backdoor_acc")
-GAP_KEYS = ("retain_acc", "forget_acc", "test_acc", "mia_acc")  # NoT's average gap
+GAP_KEYS = ("retain_acc", "forget_acc", "test_acc", "mia_auc")  # NoT's average gap, with the attack's AUC
 COSTS = ("seconds", "rounds", "comm_mb", "flops")
 # where the forgetting shows, per scenario: the privacy side of the privacy-utility plot
-PRIVACY_KEYS = {"iid": ("forget_acc", "mia_acc"), "dirichlet": ("forget_acc", "mia_acc"),
-                "categorical": ("forget_acc", "mia_acc", "target_acc"), "backdoor": ("forget_acc", "mia_acc", "asr"),
-                "domain": ("forget_acc", "mia_acc")}
+PRIVACY_KEYS = {"iid": ("forget_acc", "mia_auc"), "dirichlet": ("forget_acc", "mia_auc"),
+                "categorical": ("forget_acc", "mia_auc", "target_acc"), "backdoor": ("forget_acc", "mia_auc", "asr"),
+                "domain": ("forget_acc", "mia_auc")}
 UTILITY_KEYS = ("retain_acc", "test_acc")
 
 
@@ -42,17 +46,20 @@ def is_finite(model) -> bool:
 
 
 def diverged_measures(p: Prepared) -> dict[str, float]:
-    """What a model with non-finite weights scores: no prediction is right, and the attack learns nothing.
+    """What a model with non-finite weights scores: no utility, and no comparable forgetting.
 
-    Its outputs are NaN, so every accuracy (and ASR) is 0 and the membership attack is at chance (0.5).
-    Counting such a run this way, rather than dropping the seed, charges the method for diverging.
+    Its outputs are NaN. The utility measures (``retain_acc``, ``test_acc``, ``backdoor_acc``) are 0,
+    which charges the method for diverging. The forgetting measures (``forget_acc``, ``target_acc``,
+    ``asr``, ``mia_acc``, ``mia_auc``) are NaN: a collapsed model's low forget accuracy, or an attack
+    at chance, would otherwise look like Retrain. NFS, ``avg_gap`` and ``privacy_gap`` follow as NaN,
+    so the row is not comparable and :func:`fuhelpers.benchmark.stats.ranking` leaves the method out.
     """
-    m = {k: 0.0 for k in ("retain_acc", "forget_acc", "test_acc")}
-    m.update(mia_acc=0.5, mia_auc=0.5)
+    nan = float("nan")
+    m = {"retain_acc": 0.0, "test_acc": 0.0, "forget_acc": nan, "mia_acc": nan, "mia_auc": nan}
     if p.federation.triggered_test is not None:
-        m.update(asr=0.0, backdoor_acc=0.0)
+        m.update(asr=nan, backdoor_acc=0.0)
     if p.forgetting_metric == "target_acc":
-        m["target_acc"] = 0.0
+        m["target_acc"] = nan
     return {**m, "diverged": 1.0}
 
 
@@ -60,6 +67,9 @@ def measure(p: Prepared, model) -> dict[str, float]:
     """Every measure of ``model``: one call of :func:`fuhelpers.metrics.evaluate`, the same attack for all.
 
     ``diverged`` is 1 for a model with non-finite weights, which gets :func:`diverged_measures`.
+    In the domain scenario the attack's non-members are the forgotten domain's test samples; its
+    ``mia_acc`` is then biased by the domain shift, its ``mia_auc`` is not (see
+    :func:`fuhelpers.benchmark.setting._domain_task`).
     """
     if not is_finite(model):
         return diverged_measures(p)
@@ -75,7 +85,12 @@ def measure(p: Prepared, model) -> dict[str, float]:
 
 
 def scores(p: Prepared, m: dict, original: dict, reference: dict) -> dict[str, float]:
-    """NTA and NFS (TIS paper) and the gaps to Retrain, in percentage points (NoT's average gap)."""
+    """NTA and NFS (TIS paper) and the gaps to Retrain, in percentage points (NoT's average gap).
+
+    NFS uses the scenario's forgetting measure (``mia_auc`` in the IID scenario); the gaps use
+    :data:`GAP_KEYS`, :data:`PRIVACY_KEYS` and :data:`UTILITY_KEYS`, the attack through its AUC.
+    A NaN measure (a diverged model) gives NaN scores, "not comparable".
+    """
     key = p.forgetting_metric
     gap = lambda keys: metrics.avg_gap(m, reference, keys=[k for k in keys if k in m])
     return {"nta": metrics.nta(m["test_acc"], reference["test_acc"]),

@@ -49,7 +49,9 @@ def ranking(df: pd.DataFrame, measure: str = "avg_gap", lower_is_better: bool = 
 
     A method's rank is 1 + the number of methods that beat it in a paired comparison over the same
     seeds (:func:`paired_better`); methods nobody beats share rank 1. Retrain (the reference) and the
-    starting models are left out.
+    starting models are left out, and so is a method whose ``measure`` is NaN in any seed: it is not
+    comparable (e.g. a diverged model, whose forgetting measures are NaN), and gets no rank rather than
+    a good one.
 
     Returns
     -------

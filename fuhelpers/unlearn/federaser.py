@@ -5,11 +5,18 @@ client's upload. To forget clients it replays the stored rounds from the
 initial model ``M_0``. In a replayed round ``t`` the retained clients that took
 part run a few local epochs from the current unlearned model ``M~_{t-1}``
 ("calibration training"), giving calibration updates ``U^_c``. The server keeps
-each client's *stored* update direction and gives it the *calibrated* length::
+each client's *stored* update length and gives it the *calibrated* direction::
 
     U_c  = upload(t, c) - M_{t-1}                       (stored update)
-    U~_c = ||U^_c|| * U_c / ||U_c||                      (the paper's calibration)
+    U~_c = ||U_c|| * U^_c / ||U^_c||                     (the paper's calibration)
     M~_t = M~_{t-1} + sum_c (n_c / n) U~_c               (FedAvg over retained participants)
+
+This is the paper's rule (the stored update says how far to go, the calibration
+update which way) and what the authors' released code does in
+``unlearning_step_once`` (``step_length`` from the old update, ``step_direction``
+from the new one); it is ``keep="norm"``, the default. ``keep="direction"``
+swaps the roles (stored direction, calibrated length): an ablation of ours that
+neither the paper nor the code uses.
 
 Choices made here, each as in the authors' released code unless said otherwise:
 
@@ -24,12 +31,11 @@ Choices made here, each as in the authors' released code unless said otherwise:
   training's (ratio r = 0.5, rounded up). Each client keeps the data order it
   had in the same round of training (seeds derived from ``(seed, t, client)``).
 
-Where the released code differs from the paper (``unlearning_step_once``):
-it averages the clients' models uniformly *before* rescaling, takes the
-*length* from the stored update and the *direction* from the calibrated one
-(the reverse of the paper's formula), and measures the stored update against
-the global model *after* the round instead of before it. ``keep="norm"``
-gives the reversed roles; the other two differences are not reproduced.
+Where the released code differs from the paper (``unlearning_step_once``), not
+reproduced here: it averages the clients' models uniformly *before* rescaling
+(the paper rescales each client's update, then takes the FedAvg average), and
+it measures the stored update against the global model *after* the round
+instead of before it.
 """
 from __future__ import annotations
 
@@ -48,7 +54,7 @@ from ..progress import progress as progress_bar
 from .base import Unlearned, require
 
 NEEDS = {"clients", "history"}
-KEEP = ("direction", "norm")
+KEEP = ("norm", "direction")
 
 State = dict[str, torch.Tensor]
 
@@ -69,15 +75,17 @@ class FedEraserConfig:
         Local epochs of calibration training (paper: half of training's).
     interval : int
         Replay every ``interval``-th stored round (the paper's Delta t).
-    keep : {"direction", "norm"}
-        What is kept from the stored update: its direction with the calibrated
-        length (paper), or its length with the calibrated direction (released code).
+    keep : {"norm", "direction"}
+        What is kept from the stored update. ``"norm"`` (default): its length,
+        with the calibration update's direction, as in the paper and the
+        authors' released code. ``"direction"``: its direction, with the
+        calibration update's length, an unpublished ablation.
     """
 
     fed: FedConfig = field(default_factory=FedConfig)
     calibration_epochs: int = 1
     interval: int = 1
-    keep: str = "direction"
+    keep: str = "norm"
 
     def __post_init__(self):
         if self.calibration_epochs < 1:
@@ -120,12 +128,25 @@ def replayed_rounds(num_rounds: int, interval: int) -> list[int]:
     return list(range(1, num_rounds + 1, interval))
 
 
-def rescale_update(stored: torch.Tensor, calibrated: torch.Tensor, keep: str = "direction") -> torch.Tensor:
+def rescale_update(stored: torch.Tensor, calibrated: torch.Tensor, keep: str = "norm") -> torch.Tensor:
     """One tensor's new update from its stored and calibrated updates.
 
-    ``keep="direction"``: ``||calibrated|| * stored / ||stored||`` (paper);
-    ``keep="norm"``: ``||stored|| * calibrated / ||calibrated||`` (released code).
-    A zero direction tensor gives a zero update.
+    Parameters
+    ----------
+    stored : torch.Tensor
+        The update of the original training, ``U = upload - M_{t-1}``.
+    calibrated : torch.Tensor
+        The calibration update ``U^`` of the same tensor.
+    keep : {"norm", "direction"}
+        ``"norm"`` (default; the paper's rule and the released code's):
+        ``||stored|| * calibrated / ||calibrated||``. ``"direction"`` (an
+        unpublished ablation): ``||calibrated|| * stored / ||stored||``.
+
+    Returns
+    -------
+    torch.Tensor
+        The rescaled update, in the dtype of the tensor giving the direction;
+        zero when that tensor is zero.
     """
     if keep not in KEEP:
         raise ValueError(f"keep must be one of {KEEP}, got {keep!r}")

@@ -11,7 +11,8 @@ every forgotten client's loss (Sec. 3.2), and applies it to ``V``. ``E``, ``K``,
 
 Theorem 1, reconstructed
 ------------------------
-The extraction lost Eqs. 9, 10 and 13-22; seed 002 keeps the result::
+Our text of the paper (arXiv 2603.13795) lost Eqs. 9, 10 and 13-22 in extraction;
+a published summary of the paper keeps the result::
 
     grad_FOUL = grad_FL + kappa ||grad_FL|| (grad_R - grad_F) / ||grad_R - grad_F||
 

@@ -24,10 +24,17 @@ What is and is not from the paper
 * The ablation's Gaussian-noise and re-initialisation perturbations are
   :func:`perturb_` kinds. Their exact scaling in the paper is unknown; here the
   noise has the norm of negation's change, ``||delta|| = 2 ||theta||`` per
-  tensor, and re-initialisation is not rescaled. Note that with this scaling
-  Gaussian noise changes ReLU activations *more* than negation does (about
-  1.7x in expectation for a random layer); negation changes them most only
-  among weights of equal norm, ``||theta'|| = ||theta||``.
+  tensor, and re-initialisation is not rescaled. Negation changes the
+  activations most only among weights of equal norm, ``||theta'|| = ||theta||``;
+  noise of this scaling can change them more. What we can state exactly is one
+  case: a layer without bias whose rows have equal norms, and zero-mean
+  isotropic Gaussian inputs. Then a unit's pre-activation ``y`` and its noisy
+  version ``y + delta`` are Gaussian with variances ``s^2`` and ``5 s^2`` and
+  correlation ``1/sqrt(5)``, and the expected squared change of the ReLU
+  activations is ``2 - (2 - arccos(1/sqrt 5)) / pi``, about 1.72 times
+  negation's (``E[y^2] = s^2``). Trained layers and real inputs (not Gaussian,
+  e.g. the non-negative outputs of a ReLU) give other ratios, and the order can
+  differ from one network to another.
 """
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 Random Reset resets exactly as many entries per layer as a reference method
 (TIS) did, chosen uniformly at random, isolating the value of *which* entries
-are reset from *how many*.
+are reset from *how many*. Those counts are not free: with TIS as the
+reference they come from its curvature round with every client, whose cost
+(``RandomResetConfig.counts_cost``) Random Reset is charged.
 """
 from __future__ import annotations
 
@@ -87,12 +89,17 @@ class RandomResetConfig:
         Initial state, needed for ``value="init"``.
     seed : int
         Seed of the random choice.
+    counts_cost : Cost, optional
+        What obtaining ``counts`` cost, charged to Random Reset: with TIS as the
+        reference, its curvature round (``tis.unlearn(...).info["scoring_cost"]``:
+        one round with every client, its bytes and FLOPs). None: counts given for free.
     """
 
     counts: dict[str, int] = field(default_factory=dict)
     value: str = "init"
     init_state: dict | None = None
     seed: int = 0
+    counts_cost: Cost | None = None
 
 
 def reset_storage_bytes(value: str, init_state) -> int:
@@ -101,11 +108,28 @@ def reset_storage_bytes(value: str, init_state) -> int:
 
 
 def unlearn(model, federation, request, config: RandomResetConfig, history=None) -> Unlearned:
-    """Reset ``config.counts`` random entries per layer; no client takes part."""
+    """Reset ``config.counts`` random entries per layer.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The trained model (left unchanged; a copy is returned).
+    federation, request, history
+        Accepted for the common signature; not used.
+    config : RandomResetConfig
+
+    Returns
+    -------
+    Unlearned
+        ``cost``: the reset itself, the stored initial state, plus ``config.counts_cost``
+        (the reference's scoring round, if given). ``info``: ``reset``, ``reset_fraction``, ``masks``.
+    """
     cost = Cost(storage_bytes=reset_storage_bytes(config.value, config.init_state))
     with stopwatch(cost):
         out = copy.deepcopy(model)
         masks = random_masks(out, config.counts, config.seed)
         n = apply_reset_(out, masks, config.value, config.init_state)
+    if config.counts_cost is not None:
+        cost = cost + config.counts_cost
     total = sum(p.numel() for p in out.parameters())
     return Unlearned(out, cost, {"reset": n, "reset_fraction": n / total, "masks": masks})

@@ -21,7 +21,9 @@ reset entries recovers utility ("TRIM" in the paper).
 
 The Random Reset baseline of Sec. 6.2 resets as many entries per layer, chosen
 at random; it is :mod:`fuhelpers.unlearn.random_reset` with the counts TIS
-used: ``random_reset.unlearn(model, fed, req, RandomResetConfig(counts=out.info["counts"], ...))``.
+used, charged for the curvature round that gave them:
+``random_reset.unlearn(model, fed, req, RandomResetConfig(counts=out.info["counts"],
+counts_cost=out.info["scoring_cost"], ...))``.
 
 Differences between the paper and the authors' code (github.com/lorenzomanini/FedUnlearn-PE)
 are options here: ``reset_value`` ("init" in the paper, "zero" in the code) and
@@ -365,7 +367,9 @@ def unlearn(model: nn.Module, federation, request, config: TISConfig, history=No
     Unlearned
         ``info``: ``masks`` (reset entries per parameter), ``counts`` (their
         number per parameter, for Random Reset), ``reset`` (total),
-        ``reset_fraction`` (of all parameters), ``gamma``. ``cost``: the
+        ``reset_fraction`` (of all parameters), ``gamma``, ``scoring_cost`` (the
+        curvature round's cost, also when the scores were given precomputed;
+        Random Reset, which reuses ``counts``, is charged it). ``cost``: the
         curvature round when computed here, plus the reset, plus the retraining.
     """
     require(config.reset_value == "zero" or config.init_state is not None, "TIS with reset_value='init'",
@@ -392,5 +396,6 @@ def unlearn(model: nn.Module, federation, request, config: TISConfig, history=No
         "reset": total_reset,
         "reset_fraction": total_reset / total,
         "gamma": config.gamma,
+        "scoring_cost": scores.cost,
     }
     return Unlearned(out, cost, info, log)

@@ -39,8 +39,10 @@ such a subset here):
   mean at the end (the code samples, so its output is random).
 * Recovery: the code matches the starting round by *test* accuracy and draws
   the auxiliary set from the training data (it may overlap the forgotten data);
-  here the starting round is matched by accuracy on ``federation.server``,
-  which must be held out from every client.
+  here the starting round is matched by accuracy on the server set, which
+  must be held out from every client and is used without the classes the
+  request removes altogether (``Federation.server_data``), so that recovery
+  cannot teach a forgotten class again.
 """
 from __future__ import annotations
 
@@ -173,7 +175,8 @@ def unlearn(model, federation, request, config: DPULConfig, history: History | N
     model : nn.Module
         The trained model (not edited); normally the last model of ``history``.
     federation : Federation
-        Gives the server set (``federation.server``) for recovery.
+        Gives the server set for recovery, without the classes the request forgets
+        (:meth:`~fuhelpers.federation.Federation.server_data`).
     request : Request
         A client request naming exactly one client.
     config : DPULConfig
@@ -206,7 +209,7 @@ def unlearn(model, federation, request, config: DPULConfig, history: History | N
         out.to(device)
     device = next(out.parameters()).device
     names = _parameter_names(out, config.params)
-    server = federation.server if "recovery" in config.stages else None
+    server = federation.server_data(request) if "recovery" in config.stages else None
     cost, log = Cost(storage_bytes=storage_bytes(history, target, server)), []
     with stopwatch(cost):
         vec, first, cost.flops = _first_phase(out, history, target, config, names, device)
@@ -216,7 +219,7 @@ def unlearn(model, federation, request, config: DPULConfig, history: History | N
     recovery_rounds = []
     if "recovery" in config.stages:
         rec = projected_recovery(
-            out, federation.server, history, config.recovery_steps, lr=config.recovery_lr,
+            out, server, history, config.recovery_steps, lr=config.recovery_lr,
             batch_size=config.recovery_batch_size, momentum=config.recovery_momentum, names=names,
             start_round=config.recovery_start, seed=config.seed, evaluate=evaluate)
         out, recovery_rounds, cost = rec.model, rec.rounds, cost + rec.cost
