@@ -72,5 +72,13 @@ execute: $(STAMP)
 	  $(VENV)/bin/jupyter execute --inplace --timeout=900 $$nb || exit 1; \
 	done
 
+# Throughput of FedAvg on full Fashion-MNIST (10 IID clients x 6000, MnistCNN, batch 32): plain PyTorch fp32 vs
+# fl.train fp32 vs fl.train bf16, alternating in one process, plus the matmul peak and accuracy over 3 seeds.
+# Needs the offline Fashion-MNIST and an idle machine; a few minutes on 2 cores. Options: BENCH_ARGS="--rounds 2
+# --repeats 5 --threads 2" (or --quick for a seconds-long smoke check). Not part of `make test`.
+.PHONY: bench
+bench: $(STAMP)
+	$(PY) benchmarks/fedavg_throughput.py $(BENCH_ARGS)
+
 clean:
 	rm -rf _build
