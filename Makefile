@@ -66,11 +66,16 @@ browser: $(STAMP)
 	@test -f _build/html/index.html || $(MAKE) book
 	$(PY) -m pytest -p no:cacheprovider tests/browser
 
-# Re-execute the committed notebooks in place at smoke scale (after editing a chapter).
+# Re-execute the committed notebooks at smoke scale (after editing a chapter). Each runs on a copy in
+# _build/executed, and the copies replace the chapters only when all have run: a chapter's record then names
+# a clean commit (an executed chapter in the tree would make the next chapter's provenance "-dirty").
 execute: $(STAMP)
+	rm -rf _build/executed && mkdir -p _build/executed
 	for nb in $(NOTEBOOKS); do \
-	  $(VENV)/bin/jupyter execute --inplace --timeout=900 $$nb || exit 1; \
+	  cp $$nb _build/executed/ && \
+	  $(VENV)/bin/jupyter execute --inplace --timeout=900 _build/executed/$$(basename $$nb) || exit 1; \
 	done
+	cp _build/executed/*.ipynb notebooks/
 
 # Throughput of FedAvg on full Fashion-MNIST (10 IID clients x 6000, MnistCNN, batch 32): plain PyTorch fp32 vs
 # fl.train fp32 vs fl.train bf16, alternating in one process, plus the matmul peak and accuracy over 3 seeds.

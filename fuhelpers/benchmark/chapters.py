@@ -84,7 +84,7 @@ CHAPTERS = {
                 options={"dpul": {"vae_epochs": 50, "recovery_steps": 5}}),
         (0,), None,
         {"original": "original", "retrain": "retrain", "ft": "ft", "federaser": "federaser",
-         "federaser_norm": "federaser_code", "dpul": "dpul"},
+         "federaser_direction": "federaser_direction", "dpul": "dpul"},
         {"test_acc": "test_acc", "backdoor_asr": "asr", "forget_acc": "forget_acc", "mia": "mia_acc"}),
 }
 
