@@ -1,13 +1,15 @@
 """Threads, and the numerics a record was made under: the agreement test compares only like with like."""
 import torch
 
-from fuhelpers.device import numerics, same_numerics, set_threads
+from fuhelpers.device import NUMERICS_ENV, numerics, same_numerics, set_threads
 
 
 def test_same_numerics_accepts_this_process_and_names_each_difference(monkeypatch):
+    for name in NUMERICS_ENV:  # start from no caps, whatever the calling environment sets
+        monkeypatch.delenv(name, raising=False)
     here = {**numerics(), "device": "cpu"}
     assert same_numerics(here) is None
-    other = {**here, "cpu_capability": "AVX2", "threads": "7"}
+    other = {**here, "cpu_capability": "NO_SUCH_CAPABILITY", "threads": str(torch.get_num_threads() + 5)}
     reason = same_numerics(other)
     assert "cpu_capability" in reason and "threads" in reason and "cpu:" not in reason
     # a kernel cap set here but not there (or the reverse) is a difference too
