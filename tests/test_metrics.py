@@ -194,6 +194,16 @@ def test_mia_loss_attack_detects_memorised_members(memorised):
     assert result.n_members == result.n_nonmembers == 200
 
 
+def test_calibrated_loss_attack_calls_memorised_members_members(memorised):
+    # as evaluate() uses it: fitted on known members against fresh samples, scored on other members and
+    # other fresh samples. A member must score as a member: swapping the groups anywhere gives AUC << 0.5.
+    model, train, fresh, other_fresh = memorised
+    part = lambda d, a, b: XYDataset(d.x[a:b], d.y[a:b])
+    result = metrics.mia_loss_attack(model, part(train, 100, 200), part(other_fresh, 0, 100),
+                                     fit_members=part(train, 0, 100), fit_nonmembers=part(fresh, 0, 100), seed=0)
+    assert result.auc > 0.8 and result.accuracy > 0.8
+
+
 def test_mia_loss_attack_is_chance_on_two_fresh_samples(memorised):
     model, _, fresh, other_fresh = memorised
     result = metrics.mia_loss_attack(model, fresh, other_fresh, seed=0)
