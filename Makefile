@@ -1,8 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   -> builds the book into _build/html from the chapters' committed (CI-verified) outputs
 #   make test   -> unit tests (papermill parameter injection included); nbval re-executes every chapter and
-#                  checks it against its committed outputs; then the benchmark is checked against the records
-#                  the chapters have just written (make agreement)
+#                  checks it against its committed outputs
 #   make execute book -> re-executes every chapter in place, then builds the book
 #   make browser -> opens every page of the built book in headless Chromium (tests/browser)
 # Each creates the virtual environment .venv on first use.
@@ -14,7 +13,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export FUHELPERS_PROGRESS ?= 0
 
-.PHONY: book test unit nbval agreement smoke browser clean execute
+.PHONY: book test unit nbval smoke browser clean execute
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +25,7 @@ $(STAMP): requirements.txt pyproject.toml
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W --keep-going
 
-test: unit nbval agreement
+test: unit nbval
 
 unit: $(STAMP)
 	$(PY) -m pytest tests
@@ -43,12 +42,6 @@ nbval: $(STAMP)
 	  echo "NOTE: offline MNIST not found: notebooks run on embedded data; nbval checks execution only (--nbval-lax)."; \
 	fi; \
 	$(PY) -m pytest $$mode --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
-
-# The benchmark's code path on each method chapter's setting gives the chapter's numbers exactly. It compares
-# with the records the chapters wrote under the same numerics (CPU, kernel caps, threads), so it runs after
-# nbval, which rewrites them here; a record made elsewhere is skipped, saying why.
-agreement: $(STAMP)
-	$(PY) -m pytest -p no:cacheprovider tests/after_notebooks
 
 # papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs). Not part of
 # `make test`: on a CPU it executes exactly what nbval executes; tests/test_notebooks.py checks the injection.

@@ -9,8 +9,8 @@ torch.set_num_threads(1)
 
 HERE = pathlib.Path(__file__).resolve().parent
 # Folders collected only when named on the command line: the browser test needs a built book and Chromium
-# (make browser); the agreement test reads the records the chapters have just written (make agreement).
-ONLY_WHEN_ASKED = (HERE / "browser", HERE / "after_notebooks")
+# (make browser).
+ONLY_WHEN_ASKED = (HERE / "browser",)
 
 
 def _asked_for(folder, config):

@@ -1,4 +1,4 @@
-"""Threads, and the numerics a record was made under: the agreement test compares only like with like."""
+"""Threads, and the numerics a record was made under (a record is compared only with one made under the same)."""
 import torch
 
 from fuhelpers.device import NUMERICS_ENV, numerics, same_numerics, set_threads

@@ -8,7 +8,7 @@ from conftest import make_blobs, tiny_net
 from fuhelpers.federation import Federation, Request
 from fuhelpers.fl import FedConfig, fedavg, train
 from fuhelpers.history import History
-from fuhelpers.unlearn import dpul, needs
+from fuhelpers.unlearn import dpul
 from fuhelpers.unlearn.base import MissingRequirementError
 from fuhelpers.unlearn.dpul import (DPULConfig, SliceVAE, first_flagged_rounds, high_weight_mask, others_model,
                                     projected_recovery, reconstruct, rollback, stitch, strided_slices,
@@ -216,7 +216,6 @@ def test_params_subset_leaves_other_parameters_bit_identical(fed_and_history):
 
 def test_dpul_requirements(fed_and_history):
     fed, hist, model = fed_and_history
-    assert needs("dpul") == {"history", "server_data"}
     no_server = Federation(clients=fed.clients, test=fed.test)
     with pytest.raises(MissingRequirementError, match="server"):
         dpul.unlearn(model, no_server, Request.client(1), DPULConfig(**SMALL), hist)

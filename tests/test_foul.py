@@ -10,7 +10,7 @@ from fuhelpers.data import load_dataset, rotated_mnist, subsample
 from fuhelpers.federation import Federation, Request
 from fuhelpers.fl import FedConfig
 from fuhelpers.l2u import L2UModel, noncausal_names, train_l2u
-from fuhelpers.unlearn import METHODS, MissingRequirementError, needs
+from fuhelpers.unlearn import MissingRequirementError
 from fuhelpers.unlearn import foul
 from fuhelpers.unlearn.foul import (
     FOULConfig,
@@ -175,10 +175,6 @@ def test_forget_domain_names_every_client_of_the_domain(setting):
     assert forget_domain(fed, 1) == Request.client(2, 3)
     with pytest.raises(ValueError, match="domain"):
         forget_domain(fed, 5)
-
-
-def test_registered_and_needs():
-    assert METHODS["foul"] is foul and needs("foul") == {"clients"}
 
 
 def test_unlearning_changes_only_the_noncausal_encoder(setting):

@@ -10,7 +10,7 @@ from conftest import make_blobs, tiny_net
 from fuhelpers.federation import Federation, Request
 from fuhelpers.fl import FedConfig, train
 from fuhelpers.models import MnistCNN, ResNet18
-from fuhelpers.unlearn import METHODS, needs, negation
+from fuhelpers.unlearn import negation
 from fuhelpers.unlearn.negation import NegationConfig, negate_, perturb_, resolve_layers
 
 
@@ -288,7 +288,3 @@ def test_unlearn_is_negation_then_fedavg_on_retained_clients(poisoned_fed):
     assert out.info["perturbation"] == "negate"
     assert out.info["num_params_perturbed"] == 16 * 8
 
-
-def test_method_is_registered_and_needs_only_clients():
-    assert METHODS["negation"] is negation
-    assert needs("negation") == {"clients"}

@@ -19,7 +19,7 @@ def test_every_setting_builds_a_client_request(setting):
 
 
 def test_preferential_target_is_the_exclusive_class_of_the_target_client():
-    s = build("preferential", labelled(500, 0), labelled(200, 1), target_client=1)
+    s = build("categorical", labelled(500, 0), labelled(200, 1), target_client=1)
     cls = int(s.target.y[0])
     assert (s.target.y == cls).all() and len(s.target) == 20
     held = [set(c.y.tolist()) for c in s.federation.clients]
@@ -27,7 +27,7 @@ def test_preferential_target_is_the_exclusive_class_of_the_target_client():
 
 
 def test_backdoor_poisons_only_the_target_and_sets_triggered_tests():
-    clean = build("random", labelled(500, 0), labelled(200, 1), target_client=0)
+    clean = build("iid", labelled(500, 0), labelled(200, 1), target_client=0)
     s = build("backdoor", labelled(500, 0), labelled(200, 1), target_client=0, poison_fraction=0.5)
     assert (s.federation.clients[0].y == 9).sum() > (clean.federation.clients[0].y == 9).sum()
     assert all(torch.equal(a.x, b.x) for a, b in zip(s.federation.clients[1:], clean.federation.clients[1:]))
@@ -38,7 +38,7 @@ def test_unknown_setting_and_client():
     with pytest.raises(ValueError, match="unknown setting"):
         build("everything", labelled(50, 0), labelled(20, 1))
     with pytest.raises(ValueError, match="target_client"):
-        build("random", labelled(50, 0), labelled(20, 1), target_client=7)
+        build("iid", labelled(50, 0), labelled(20, 1), target_client=7)
 
 
 def test_split_overrides_the_partition_of_a_setting():
@@ -48,4 +48,4 @@ def test_split_overrides_the_partition_of_a_setting():
     assert len(set(skew.federation.sizes)) > 1 and sum(skew.federation.sizes) == 500
     assert skew.forgetting_metric == "asr" and skew.federation.triggered_test is not None
     with pytest.raises(ValueError, match="unknown split"):
-        build("random", labelled(50, 0), labelled(20, 1), split="shards")
+        build("iid", labelled(50, 0), labelled(20, 1), split="shards")

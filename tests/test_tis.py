@@ -6,7 +6,7 @@ from conftest import make_blobs, tiny_net
 from fuhelpers.curvature import hessian_diagonal
 from fuhelpers.federation import Federation, Request, concat
 from fuhelpers.fl import FedConfig
-from fuhelpers.unlearn import METHODS, needs, random_reset, tis
+from fuhelpers.unlearn import random_reset, tis
 from fuhelpers.unlearn.base import MissingRequirementError
 
 
@@ -207,10 +207,6 @@ def test_precomputed_scores_give_the_same_result(fed):
     assert reused.cost.bytes_up == 0 and computed.cost.bytes_up > 0
     assert all(torch.equal(computed.info["masks"][n], reused.info["masks"][n]) for n in scores.tis)
 
-
-def test_tis_is_registered():
-    assert METHODS["tis"] is tis
-    assert needs("tis") == {"clients", "target_data"}
 
 
 def test_tis_unlearn_end_to_end_on_a_shrunk_resnet18():

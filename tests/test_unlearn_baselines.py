@@ -5,7 +5,7 @@ import torch
 from conftest import make_blobs, tiny_net
 from fuhelpers.federation import Federation, Request
 from fuhelpers.fl import FedConfig, train
-from fuhelpers.unlearn import finetune, needs, random_reset, retrain
+from fuhelpers.unlearn import finetune, random_reset, retrain
 from fuhelpers.unlearn.base import MissingRequirementError, reinitialize
 
 
@@ -80,6 +80,3 @@ def test_random_reset_errors():
         random_reset.random_masks(net, {"1.weight": 10_000})
     with pytest.raises(MissingRequirementError, match="init_state"):
         random_reset.apply_reset_(net, {"1.bias": torch.ones(8, dtype=torch.bool)}, "init", None)
-    with pytest.raises(ValueError, match="unknown method"):
-        needs("magic")
-    assert needs("retrain") == {"clients"}

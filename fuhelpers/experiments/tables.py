@@ -1,4 +1,9 @@
-"""Seeds to tables: mean, spread and confidence interval of every measure, and a ranking that respects them."""
+"""Records to tables: mean, spread and 95 % interval of every measure over seeds, and a ranking that respects them.
+
+:func:`summaries` turns the per-seed records of one experiment and scale into one summary per scenario
+(``{"methods", "ranking", "curves", "skipped", "seeds"}``); :func:`record_table`, :func:`record_means` and
+:func:`rank_table` render those summaries.
+"""
 from __future__ import annotations
 
 import math
@@ -12,9 +17,34 @@ from .. import metrics
 NOT_RANKED = ("original", "foul_start", "retrain")  # starting points, and the reference itself
 
 
-def frame(results) -> pd.DataFrame:
-    """All rows of a list of :class:`~fuhelpers.benchmark.run.SeedResult`, one per (scenario, seed, method)."""
-    return pd.DataFrame([row for r in results for row in r.rows])
+def frame(records) -> pd.DataFrame:
+    """Every row of the records' finished scenarios, one per (scenario, seed, method); None read as NaN."""
+    rows = [{"scenario": scenario, "seed": rec["seed"], "method": method,
+             **{k: (np.nan if v is None else v) for k, v in r.items()}}
+            for rec in records for scenario, sc in rec["scenarios"].items() if sc["complete"]
+            for method, r in sc["rows"].items()]
+    return pd.DataFrame(rows)
+
+
+def summaries(records) -> dict:
+    """``{scenario: {"methods", "ranking", "curves", "skipped", "seeds"}}`` over the records' seeds.
+
+    ``methods``: per method, every measure's mean, std, n and ci95 (:func:`fuhelpers.metrics.summarize`);
+    ``ranking``: rank and who beats it (:func:`ranking`); ``curves``: per-round means (:func:`mean_curves`).
+    """
+    df = frame(records)
+    if df.empty:
+        return {}
+    ranks, curves, out = ranking(df), mean_curves(records), {}
+    for scenario, stats_ in summary(df).items():
+        r = ranks.xs(scenario) if scenario in ranks.index.get_level_values("scenario") else ranks.iloc[:0]
+        done = [rec for rec in records if rec["scenarios"].get(scenario, {}).get("complete")]
+        out[scenario] = {"methods": stats_,
+                         "ranking": {m: {"rank": int(x["rank"]), "beaten_by": x["beaten_by"]} for m, x in r.iterrows()},
+                         "curves": curves.get(scenario, {}),
+                         "skipped": done[0]["scenarios"][scenario]["skipped"] if done else {},
+                         "seeds": [rec["seed"] for rec in done]}
+    return out
 
 
 def numeric_columns(df: pd.DataFrame) -> list[str]:
@@ -86,25 +116,25 @@ def _with_mean_rank(wide: pd.DataFrame) -> pd.DataFrame:
         .sort_values("mean rank")
 
 
-def mean_curves(results, keys=("test_acc", "forget_acc", "asr")) -> dict:
+def mean_curves(records, keys=("test_acc", "forget_acc", "asr")) -> dict:
     """``{scenario: {method: {key: per-round mean over seeds}}}`` for methods that log rounds."""
     out: dict = {}
-    for r in results:
-        for method, log in r.logs.items():
-            for key in keys:
-                if key in log[0]:
-                    out.setdefault(r.scenario, {}).setdefault(method, {}).setdefault(key, []).append(
-                        [entry[key] for entry in log])
+    for rec in records:
+        for scenario, sc in rec["scenarios"].items():
+            for method, log in sc["logs"].items() if sc["complete"] else ():
+                for key in keys:
+                    if key in log[0]:
+                        out.setdefault(scenario, {}).setdefault(method, {}).setdefault(key, []).append(
+                            [entry[key] for entry in log])
     return {s: {m: {k: np.mean(v, axis=0).tolist() for k, v in d.items()} for m, d in ms.items()}
             for s, ms in out.items()}
 
 
 
 
-# ---------------------------------------------------------------- tables from saved records
-# (the same functions show a run just made and one loaded from results/06_benchmark.json)
+# ---------------------------------------------------------------- tables from summaries
 def record_table(records: dict, columns, scale: float = 1.0, digits: int = 2) -> pd.DataFrame:
-    """``mean ± ci95`` strings from records ``{scenario: record}``; index (scenario, method).
+    """``mean ± ci95`` strings from summaries ``{scenario: summary}`` (:func:`summaries`); index (scenario, method).
 
     ``scale`` multiplies mean and interval (100 for percentages). Measures a method lacks show "".
     """
@@ -132,4 +162,4 @@ def rank_table(records: dict) -> pd.DataFrame:
 
 
 __all__ = ["NOT_RANKED", "frame", "mean_curves", "overall_ranking", "paired_better", "rank_table",
-           "ranking", "record_means", "record_table", "summary"]
+           "ranking", "record_means", "record_table", "summaries", "summary"]

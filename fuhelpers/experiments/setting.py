@@ -2,9 +2,8 @@
 
 A :class:`Setting` says what every method of one scenario shares; :func:`prepare`
 turns it into a :class:`Prepared` run (the federation, the request, the trained
-original model with its history) for one seed. Each chapter's own setting is a
-:class:`Setting` too (see ``tests/test_benchmark_agreement.py``), which is how
-the benchmark is checked against the chapters.
+original model with its history) for one seed. Every experiment, the chapters'
+and the benchmark's, is built from settings (:mod:`fuhelpers.experiments.registry`).
 """
 from __future__ import annotations
 
@@ -17,24 +16,15 @@ import torch
 from torch import nn
 
 from .. import data, models, partition, scenarios
+from ..scenarios import FORGETTING_METRIC, SCENARIOS
 from ..cost import Cost
 from ..federation import Federation, Request
 from ..fl import FedConfig, train
 from ..history import History
 
-# scenario of the benchmark -> setting of fuhelpers.scenarios (None: built here, for FOUL's domains)
-SCENARIOS = {"iid": "random", "dirichlet": "dirichlet", "categorical": "preferential", "backdoor": "backdoor",
-             "domain": None}
-# what each scenario's forgetting is judged on (NFS is computed on it). The attack enters through its AUC, not
-# its accuracy: the accuracy thresholds at a level fitted on each model's retain losses, so it moves with how far a
-# method lowered them; the AUC and TPR do not depend on the fitted threshold.
-FORGETTING_METRIC = {"iid": "mia_auc", "dirichlet": "target_acc", "categorical": "target_acc", "backdoor": "asr",
-                     "domain": "forget_acc"}
-
-
 @dataclass(frozen=True)
 class Setting:
-    """What every method of one scenario shares (defaults: the smoke benchmark).
+    """What every method of one scenario shares (defaults: the benchmark's smoke scale).
 
     Attributes
     ----------
@@ -60,12 +50,15 @@ class Setting:
         :func:`fuhelpers.models.model_for` arguments.
     num_rounds, local_epochs, lr, batch_size
         FedAvg pre-training (and Retrain, which repeats it without the target).
+    precision : {"fp32", "bf16", "fp16"}
+        Arithmetic of every FedAvg loop of the experiment (:class:`fuhelpers.fl.FedConfig`); fp32 is
+        the reference, bf16 the CPU fast path of the ``cpu`` scale.
     recovery_rounds, recovery_seed_offset
         FedAvg rounds of FT and NoT's recovery, seeded with ``seed + recovery_seed_offset``.
     history_dir : str, optional
         Keep the training history on disk (``"temp"``: a temporary folder) instead of in memory.
     options : dict
-        Per-method overrides of :data:`fuhelpers.benchmark.methods.DEFAULTS`, e.g. ``{"tis": {"gamma": 0.4}}``.
+        Per-method overrides of :data:`fuhelpers.experiments.methods.DEFAULTS`, e.g. ``{"tis": {"gamma": 0.4}}``.
     """
 
     dataset: str = "fashion_mnist"
@@ -88,6 +81,7 @@ class Setting:
     local_epochs: int = 2
     lr: float = 0.05
     batch_size: int = 32
+    precision: str = "fp32"
     recovery_rounds: int = 3
     recovery_seed_offset: int = 1000
     history_dir: str | None = None
@@ -96,51 +90,12 @@ class Setting:
     def fed_config(self, seed: int) -> FedConfig:
         """FedAvg of the pre-training (and of Retrain)."""
         return FedConfig(num_rounds=self.num_rounds, local_epochs=self.local_epochs, lr=self.lr,
-                         batch_size=self.batch_size, seed=seed)
+                         batch_size=self.batch_size, seed=seed, precision=self.precision)
 
     def recovery_config(self, seed: int) -> FedConfig:
         """FedAvg of FT and of NoT's recovery: fewer rounds, their own seed."""
         return dataclasses.replace(self.fed_config(seed), num_rounds=self.recovery_rounds,
                                    seed=seed + self.recovery_seed_offset)
-
-
-# Per scale: the setting of scenarios (a)-(d), and what the domain scenario (e) changes.
-SCALES = {
-    "smoke": {
-        "common": Setting(),
-        "domain": dict(dataset="rotated_mnist", n_train=1200, n_test=800, n_server=0, num_clients=8,
-                       options={"foul": {"num_rounds": 10}}),
-        "seeds": 3,
-    },
-    # CPU, about an hour on 2 cores: five seeds where the smoke run's three cannot separate the methods
-    "medium": {
-        "common": Setting(n_train=5000, n_test=2000, n_server=500, arch_kwargs=dict(width=(16, 32), hidden=64),
-                          num_rounds=15, recovery_rounds=5,
-                          options={"dpul": {"vae_epochs": 50, "recovery_steps": 5}}),
-        "domain": dict(dataset="rotated_mnist", n_train=4000, n_test=2000, n_server=0, num_clients=8,
-                       options={"foul": {"num_rounds": 20}}),
-        "seeds": 5,
-    },
-    "full": {
-        "common": Setting(dataset="cifar10", n_train=None, n_test=None, n_server=1000, num_clients=10,
-                          arch="resnet18", arch_kwargs={}, num_rounds=30, local_epochs=2, lr=0.05,
-                          recovery_rounds=10, history_dir="temp",
-                          options={"dpul": {"vae_epochs": 500, "recovery_steps": 10, "vae_batched": True}}),
-        "domain": dict(dataset="pacs", n_server=0, num_clients=20, num_rounds=50, local_epochs=1,
-                       recovery_rounds=25, options={"foul": {"num_rounds": 50, "l2u_kwargs": dict(
-                           backbone="resnet18", width=64, causal_dim=128, noncausal_dim=128)}}),
-        "seeds": 3,
-    },
-}
-
-
-def setting_for(scenario: str, scale: str = "smoke") -> Setting:
-    """The shared setting of ``scenario`` at ``scale`` ("smoke": CPU, minutes; "medium": CPU, an hour; "full": GPU)."""
-    _check_scenario(scenario)
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; expected one of {sorted(SCALES)}")
-    common = SCALES[scale]["common"]
-    return dataclasses.replace(common, **SCALES[scale]["domain"]) if scenario == "domain" else common
 
 
 def _check_scenario(scenario: str) -> None:
@@ -253,9 +208,9 @@ def build_task(scenario: str, setting: Setting, seed: int):
                   split=setting.split)
     target = setting.target_client
     if target == "largest":  # the same partition for any target; pick the client holding most samples
-        target = int(np.argmax(scenarios.build(SCENARIOS[scenario], train_set, test_set, target_client=0,
+        target = int(np.argmax(scenarios.build(scenario, train_set, test_set, target_client=0,
                                                **kwargs).federation.sizes))
-    sc = scenarios.build(SCENARIOS[scenario], train_set, test_set, target_client=int(target), **kwargs)
+    sc = scenarios.build(scenario, train_set, test_set, target_client=int(target), **kwargs)
     sc.federation.server = server
     # the server set never holds what the request forgets (categorical: the target's exclusive class)
     sc.federation.server = sc.federation.server_data(sc.request)

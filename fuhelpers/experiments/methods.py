@@ -1,19 +1,18 @@
-"""The methods of the benchmark: each chapter's defaults, what each needs, and one runner per method.
+"""The one registry of methods: names, labels, what each needs, where it applies, and default options.
 
-A runner takes a :class:`~fuhelpers.benchmark.setting.Prepared` run and the method's options
-(:data:`DEFAULTS` updated with ``Setting.options``) and returns an
+A runner takes a :class:`~fuhelpers.experiments.setting.Prepared` run and the method's options
+(:data:`DEFAULTS`, updated with ``Setting.options``, then with a :class:`Variant`'s own) and returns an
 :class:`~fuhelpers.unlearn.Unlearned`. Every method starts from the same trained model.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 
 from .. import metrics, models
-from ..fl import FedConfig
 from ..l2u import L2UConfig, L2UModel, train_l2u
 from ..unlearn import dpul, federaser, finetune, foul, negation, random_reset, retrain, tis
 from ..unlearn.base import Unlearned
@@ -41,38 +40,93 @@ DEFAULTS = {
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the benchmark.
+    """One registered method.
 
     Attributes
     ----------
     name, label : str
-        Key in results, and the name shown in tables.
+        Key in records, and the name shown in tables.
     needs : str
         What it needs beyond the trained model, in one line.
     run : callable
         ``run(prepared, options) -> Unlearned``.
+    module : module
+        The :mod:`fuhelpers.unlearn` module implementing it (its ``NEEDS`` names the requirements).
     applies : callable
         ``applies(prepared) -> str | None``: None where the method runs, else why it does not.
     history : bool
         Whether it reads the training history (every client's upload of every round is then recorded).
+    source : str
+        Where its default options come from.
     """
 
     name: str
     label: str
     needs: str
     run: Callable
+    module: object
     applies: Callable = lambda p: None
     history: bool = False
+    source: str = ""
+
+    @property
+    def requires(self) -> set[str]:
+        """What the implementing module says it needs (``NEEDS``)."""
+        return set(self.module.NEEDS)
 
 
-def needs_history(names) -> bool:
-    """Whether any of the methods ``names`` reads the training history."""
-    return any(METHODS[n].history for n in names)
+@dataclass(frozen=True)
+class Variant:
+    """A registered method under its own name with some options changed (a sweep point, an ablation).
+
+    Attributes
+    ----------
+    name : str
+        Key in records, e.g. ``"tis_g30"``.
+    method : str
+        Key of :data:`METHODS`.
+    options : dict
+        Overrides of the method's options.
+    label : str, optional
+        Shown in tables (default: the method's label with the options).
+    """
+
+    name: str
+    method: str
+    options: dict = field(default_factory=dict)
+    label: str = ""
+
+    def title(self) -> str:
+        extra = ", ".join(f"{k}={v}" for k, v in self.options.items())
+        return self.label or f"{METHODS[self.method].label} ({extra})"
 
 
-def options(prepared, name: str) -> dict:
-    """The options of method ``name`` in this run: :data:`DEFAULTS` updated with ``Setting.options``."""
-    return {**DEFAULTS[name], **prepared.setting.options.get(name, {})}
+def as_variant(entry) -> Variant:
+    """A method name or a :class:`Variant`, as a :class:`Variant` (a bare name keeps its options)."""
+    if isinstance(entry, Variant):
+        if entry.method not in METHODS:
+            raise ValueError(f"unknown method {entry.method!r}; known: {list(METHODS)}")
+        return entry
+    if entry not in METHODS:
+        raise ValueError(f"unknown method {entry!r}; known: {list(METHODS)}")
+    return Variant(entry, entry, {}, METHODS[entry].label)
+
+
+def needs_history(entries) -> bool:
+    """Whether any of the methods (names or :class:`Variant`) reads the training history."""
+    return any(METHODS[as_variant(e).method].history for e in entries)
+
+
+def options(prepared, name: str, variant: Variant | None = None) -> dict:
+    """Options of method ``name`` in this run: :data:`DEFAULTS`, ``Setting.options``, then the variant's."""
+    extra = variant.options if variant is not None else {}
+    return {**DEFAULTS[name], **prepared.setting.options.get(name, {}), **extra}
+
+
+def run_variant(prepared, entry) -> Unlearned:
+    """Run one method (a name or a :class:`Variant`) on the prepared run with its options."""
+    v = as_variant(entry)
+    return METHODS[v.method].run(prepared, options(prepared, v.method, v))
 
 
 def per_round(prepared) -> Callable:
@@ -102,17 +156,29 @@ def _finetune(p, o) -> Unlearned:
 
 def _tis(p, o) -> Unlearned:
     # optional targeted retraining (TIS App. 2): FedAvg on the retained clients, reset entries only
-    again = dict(retrain=FedConfig(num_rounds=o["retrain_rounds"], lr=p.setting.lr, seed=p.seed)) \
+    again = dict(retrain=dataclasses.replace(p.fed_config, num_rounds=o["retrain_rounds"])) \
         if o["retrain_rounds"] else {}
-    cfg = tis.TISConfig(gamma=o["gamma"], curvature=o["curvature"], init_state=p.init_state, **again)
+    cfg = tis.TISConfig(gamma=o["gamma"], curvature=o["curvature"], init_state=p.init_state,
+                        scores=tis_scores(p, o["curvature"]), **again)
     out = tis.unlearn(p.model, p.federation, p.request, cfg, evaluate=per_round(p) if again else None,
                       device=p.device)
-    p.cache["tis"] = out
+    out.cost = out.cost + cfg.scores.cost  # the curvature round, computed once per run, charged to every TIS run
+    p.cache[("tis", repr(sorted(o.items())))] = out
     return out
 
 
+def tis_scores(p, curvature: str):
+    """TIS's per-parameter scores (one curvature round with every client), computed once per run and curvature."""
+    key = ("tis_scores", curvature)
+    if key not in p.cache:
+        cfg = tis.TISConfig(curvature=curvature)
+        p.cache[key] = tis.compute_scores(p.model, p.federation, p.request, cfg, device=p.device)
+    return p.cache[key]
+
+
 def _random_reset(p, o) -> Unlearned:
-    reference = p.cache.get("tis") or _tis(p, options(p, "tis"))  # the counts TIS resets
+    o_tis = options(p, "tis")  # as many entries per layer as TIS with its options of this run resets
+    reference = p.cache.get(("tis", repr(sorted(o_tis.items())))) or _tis(p, o_tis)
     # the counts come from TIS's curvature round with every client: Random Reset is charged for it
     cfg = random_reset.RandomResetConfig(counts=reference.info["counts"], init_state=p.init_state, seed=p.seed,
                                          counts_cost=reference.info["scoring_cost"])
@@ -182,21 +248,28 @@ def _domain_only(p) -> str | None:
 
 
 METHODS = {m.name: m for m in [
-    Method("retrain", "Retrain", "every retained client, a full FedAvg run from the initial model", _retrain),
-    Method("ft", "FT", "the retained clients for a few FedAvg rounds", _finetune),
+    Method("retrain", "Retrain", "every retained client, a full FedAvg run from the initial model", _retrain,
+           retrain, source="the gold standard of every paper"),
+    Method("ft", "FT", "the retained clients for a few FedAvg rounds", _finetune, finetune,
+           source="NoT paper's baseline; recovery rounds of the setting"),
     Method("random_reset", "Random Reset", "the initial model, and TIS's curvature round with every client "
-           "(it resets as many entries per layer as TIS)", _random_reset),
+           "(it resets as many entries per layer as TIS)", _random_reset, random_reset,
+           source="TIS paper, Sec. 6 (control)"),
     Method("federaser", "FedEraser", "every client's stored updates; retained clients for calibration rounds "
-           "(stored length, calibrated direction, as the paper)",
-           _federaser, _needs_history, history=True),
+           "(stored length, calibrated direction, as the paper)", _federaser, federaser, _needs_history,
+           history=True, source="FedEraser paper and code (DPUL's baseline)"),
     Method("federaser_direction", "FedEraser (stored direction)",
            "as FedEraser; keeps the stored update's direction with the calibrated length, an unpublished ablation "
-           "(the paper and its code keep the length)", _federaser, _needs_history, history=True),
+           "(the paper and its code keep the length)", _federaser, federaser, _needs_history, history=True,
+           source="this book (chapter 5)"),
     Method("tis", "TIS", "one curvature round with every client, the target's data included; the initial model",
-           _tis),
-    Method("not", "NoT", "the retained clients for a few FedAvg rounds", _negation),
-    Method("not_gentle", "NoT (lr x 0.2)", "as NoT; recovery with a fifth of training's learning rate", _negation),
+           _tis, tis, source="TIS paper: gamma in its 25-54 % range, exact GGN diagonal"),
+    Method("not", "NoT", "the retained clients for a few FedAvg rounds", _negation, negation,
+           source="NoT paper: negate the first layer, recover with FedAvg"),
+    Method("not_gentle", "NoT (lr x 0.2)", "as NoT; recovery with a fifth of training's learning rate", _negation,
+           negation, source="this book (chapter 6): a gentler recovery"),
     Method("dpul", "DPUL", "stored global models and the target's uploads, a server-side set; no client",
-           _dpul, _needs_server_and_one_client, history=True),
-    Method("foul", "FOUL", "L2U pre-training; every client sends gradients of V each round", _foul, _domain_only),
+           _dpul, dpul, _needs_server_and_one_client, history=True, source="DPUL paper; head only, like its code"),
+    Method("foul", "FOUL", "L2U pre-training; every client sends gradients of V each round", _foul, foul,
+           _domain_only, source="FOUL paper, kappa 1.5"),
 ]}

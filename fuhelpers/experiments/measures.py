@@ -1,4 +1,4 @@
-"""Run every method on one scenario and seed, and measure them all the same way.
+"""One ``measure`` for every model of every experiment, and the scores derived from it.
 
 One row per method: accuracies, the membership attack, ASR where a trigger is set, NFS and NTA
 against Retrain, the average gap to Retrain, and costs as ratios to Retrain measured in the same run.
@@ -9,15 +9,11 @@ method lowered them, while the AUC (and TPR at low FPR) does not depend on that 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from .. import metrics
 from ..cost import MB, Cost
-from ..progress import progress
-from .methods import METHODS, l2u_start, needs_history, options
-from .setting import Prepared, Setting, prepare
+from .setting import Prepared
 
 MEASURES = ("retain_acc", "forget_acc", "test_acc", "mia_acc", "mia_auc", "target_acc", "asr", "backdoor_acc")
 GAP_KEYS = ("retain_acc", "forget_acc", "test_acc", "mia_auc")  # NoT's average gap, with the attack's AUC
@@ -27,17 +23,6 @@ PRIVACY_KEYS = {"iid": ("forget_acc", "mia_auc"), "dirichlet": ("forget_acc", "m
                 "categorical": ("forget_acc", "mia_auc", "target_acc"), "backdoor": ("forget_acc", "mia_auc", "asr"),
                 "domain": ("forget_acc", "mia_auc")}
 UTILITY_KEYS = ("retain_acc", "test_acc")
-
-
-@dataclass
-class SeedResult:
-    """Rows (one per method, plus the original model), per-round logs, and the methods that did not run."""
-
-    scenario: str
-    seed: int
-    rows: list[dict] = field(default_factory=list)
-    logs: dict[str, list[dict]] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def is_finite(model) -> bool:
@@ -52,7 +37,7 @@ def diverged_measures(p: Prepared) -> dict[str, float]:
     which charges the method for diverging. The forgetting measures (``forget_acc``, ``target_acc``,
     ``asr``, ``mia_acc``, ``mia_auc``) are NaN: a collapsed model's low forget accuracy, or an attack
     at chance, would otherwise look like Retrain. NFS, ``avg_gap`` and ``privacy_gap`` follow as NaN,
-    so the row is not comparable and :func:`fuhelpers.benchmark.stats.ranking` leaves the method out.
+    so the row is not comparable and :func:`fuhelpers.experiments.tables.ranking` leaves the method out.
     """
     nan = float("nan")
     m = {"retain_acc": 0.0, "test_acc": 0.0, "forget_acc": nan, "mia_acc": nan, "mia_auc": nan}
@@ -69,7 +54,7 @@ def measure(p: Prepared, model) -> dict[str, float]:
     ``diverged`` is 1 for a model with non-finite weights, which gets :func:`diverged_measures`.
     In the domain scenario the attack's non-members are the forgotten domain's test samples; its
     ``mia_acc`` is then biased by the domain shift, its ``mia_auc`` is not (see
-    :func:`fuhelpers.benchmark.setting._domain_task`).
+    :func:`fuhelpers.experiments.setting._domain_task`).
     """
     if not is_finite(model):
         return diverged_measures(p)
@@ -105,66 +90,6 @@ def cost_columns(cost: Cost, reference: Cost) -> dict[str, float]:
             "storage_mb": cost.storage_bytes / MB, **{f"{k}_ratio": ratio[k] for k in COSTS}}
 
 
-def run_methods(p: Prepared, methods) -> tuple[dict, dict[str, str]]:
-    """Run ``methods`` (Retrain first) on the prepared run; returns results and skip reasons."""
-    done, skipped = {}, {}
-    for name in ["retrain", *[m for m in methods if m != "retrain"]]:
-        method = METHODS[name]
-        reason = method.applies(p)
-        if reason:
-            skipped[name] = reason
-            continue
-        done[name] = method.run(p, options(p, name))
-    return done, skipped
-
-
-def run_seed(scenario: str, setting: Setting, seed: int, methods=None, *, device=None) -> SeedResult:
-    """Pre-train once, run every method from the same model, and measure them.
-
-    Parameters
-    ----------
-    scenario : str
-        One of :data:`fuhelpers.benchmark.SCENARIOS`.
-    setting : Setting
-    seed : int
-    methods : sequence of str, optional
-        Keys of :data:`METHODS`; default all. Retrain always runs (it is the reference).
-    device : torch.device or str, optional
-
-    Returns
-    -------
-    SeedResult
-        Rows for ``"original"`` (the model every method starts from; its costs are pre-training's),
-        every method that ran, and, with FOUL, ``"foul_start"`` (the L2U model before unlearning).
-    """
-    methods = list(methods or METHODS)
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown methods {unknown}; known: {list(METHODS)}")
-    p = prepare(scenario, setting, seed, record_history=needs_history(methods), device=device)
-    done, skipped = run_methods(p, methods)
-    original, reference = measure(p, p.model), measure(p, done["retrain"].model)
-    out = SeedResult(scenario, seed, skipped=skipped)
-    out.rows.append(_row(p, "original", original, original, reference, p.pretrain_cost, done["retrain"].cost))
-    if "foul" in done:  # FOUL starts from its own model: the L2U model, pre-trained like the original
-        net, learned = l2u_start(p, options(p, "foul"))
-        out.rows.append(_row(p, "foul_start", measure(p, net), original, reference, learned.cost,
-                             done["retrain"].cost))
-    for name, u in done.items():
-        m = reference if name == "retrain" else measure(p, u.model)
-        out.rows.append(_row(p, name, m, original, reference, u.cost, done["retrain"].cost))
-        if u.log:
-            out.logs[name] = u.log
-    return out
-
-
-def _row(p: Prepared, name: str, m: dict, original: dict, reference: dict, cost: Cost, retrain_cost: Cost) -> dict:
-    return {"scenario": p.scenario, "seed": p.seed, "method": name, **m, **scores(p, m, original, reference),
-            **cost_columns(cost, retrain_cost)}
-
-
-def run_scenario(scenario: str, setting: Setting, seeds, methods=None, *, device=None,
-                 show_progress: bool | None = None) -> list[SeedResult]:
-    """:func:`run_seed` for every seed, with a progress bar."""
-    return [run_seed(scenario, setting, s, methods, device=device)
-            for s in progress(list(seeds), desc=f"{scenario}: seeds", enabled=show_progress)]
+def row(p: Prepared, m: dict, original: dict, reference: dict, cost: Cost, retrain_cost: Cost) -> dict:
+    """One record row: the measures, the scores against Original and Retrain, and the costs."""
+    return {**m, **scores(p, m, original, reference), **cost_columns(cost, retrain_cost)}

@@ -1,0 +1,138 @@
+"""One runner for every experiment: per seed and scenario, train the starting point once, run every method,
+measure everything with one :func:`~fuhelpers.experiments.measure.measure`, and write one record per seed.
+
+Resuming: the record is saved after every method. Run again and the finished methods of an unfinished
+scenario are kept; the starting point is trained again (same seed) and must measure exactly as stored,
+otherwise (another machine's kernels, another commit) the scenario starts over, with a warning. A
+finished scenario is not recomputed unless ``fresh=True``. Each model's entry names the commit that
+produced it (``commits``), so a record resumed under a later commit says which numbers came from which.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import warnings
+
+from ..cost import Cost
+from ..progress import progress
+from ..results import _jsonable
+from . import records
+from .measures import measure, row
+from .methods import METHODS, l2u_start, needs_history, options, run_variant
+from .registry import Experiment, fingerprint, get
+from .setting import prepare
+
+
+def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scenarios=None, root=None,
+        fresh: bool = False, device=None, show_progress: bool | None = None) -> list[dict]:
+    """Run (or resume) ``experiment`` at ``scale``: one record per seed, saved as it goes.
+
+    Parameters
+    ----------
+    experiment : Experiment or str
+        An experiment or the name of one in :data:`fuhelpers.experiments.EXPERIMENTS`.
+    scale : str
+        ``"smoke"``, ``"cpu"`` or ``"gpu"`` (those the experiment defines).
+    seeds : sequence of int, optional
+        Default: the scale's reported seeds.
+    scenarios : sequence of str, optional
+        Default: all of the experiment's.
+    root : path, optional
+        Folder of the records (default: the repository's ``results/``).
+    fresh : bool
+        Recompute even what a record already holds.
+    device : torch.device or str, optional
+    show_progress : bool, optional
+        One bar over every (seed, scenario, method), with the time left.
+
+    Returns
+    -------
+    list of dict
+        The records, one per seed.
+    """
+    exp = get(experiment) if isinstance(experiment, str) else experiment
+    seeds = list(exp.seeds(scale) if seeds is None else seeds)
+    scenarios = list(scenarios or exp.scenarios)
+    steps = len(seeds) * len(scenarios) * (len(exp.variants()) + 1)
+    bar = progress(total=steps, desc=f"{exp.name} ({scale})", enabled=show_progress)
+    out = []
+    for seed in seeds:
+        record = records.load(exp.name, scale, seed, root) if not fresh else None
+        record = record or records.new(exp.name, scale, seed)
+        this_run = records.start_run()
+        record["runs"].append(this_run)
+        for scenario in scenarios:
+            started = time.perf_counter()
+            _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar)
+            this_run["wall_seconds"] += time.perf_counter() - started
+        record["complete"] = all(record["scenarios"].get(s, {}).get("complete") for s in exp.scenarios)
+        records.save(record, root)
+        out.append(record)
+    bar.close()
+    return out
+
+
+def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar) -> None:
+    config = exp.config(scenario, scale)
+    fp = fingerprint(config)
+    entry = record["scenarios"].get(scenario)
+    if entry is not None and entry["fingerprint"] != fp and not fresh:
+        raise ValueError(f"{records.path(exp.name, scale, seed, root)} holds {scenario!r} under another "
+                         "configuration; pass fresh=True (--fresh) to recompute it")
+    variants = exp.variants()
+    if entry is not None and entry["complete"] and not fresh:
+        bar.update(len(variants) + 1)
+        return
+    if entry is None or fresh:
+        entry = record["scenarios"][scenario] = records.new_scenario(fp, config)
+    started = time.perf_counter()
+    todo = [v for v in variants if v.name not in entry["measures"] and v.name not in entry["skipped"]]
+    bar.set_postfix_str(f"seed {seed}, {scenario}: original")
+    p = prepare(scenario, exp.setting(scenario, scale), seed, record_history=needs_history(todo), device=device)
+    original = _plain(measure(p, p.model))
+    if "original" in entry["measures"] and entry["measures"]["original"] != original:
+        warnings.warn(f"seed {seed}, {scenario}: the starting point measures differently from the stored one "
+                      "(another machine or commit); this scenario starts over", stacklevel=2)
+        entry = record["scenarios"][scenario] = records.new_scenario(fp, config)
+        todo = variants
+    entry["measures"]["original"], entry["costs"]["original"] = original, dataclasses.asdict(p.pretrain_cost)
+    entry["commits"].setdefault("original", this_run["git_commit"])
+    bar.update(1 + len(variants) - len(todo))
+    for v in todo:
+        bar.set_postfix_str(f"seed {seed}, {scenario}: {v.name}")
+        reason = METHODS[v.method].applies(p)
+        if reason:
+            entry["skipped"][v.name] = reason
+        else:
+            u = run_variant(p, v)
+            entry["measures"][v.name] = _plain(measure(p, u.model))
+            entry["costs"][v.name] = dataclasses.asdict(u.cost)
+            entry["commits"][v.name] = this_run["git_commit"]
+            if u.log:
+                entry["logs"][v.name] = u.log
+            if v.method == "foul":  # FOUL starts from its own model: the L2U model, pre-trained like the original
+                net, learned = l2u_start(p, options(p, "foul", v))
+                entry["measures"]["foul_start"] = _plain(measure(p, net))
+                entry["costs"]["foul_start"] = dataclasses.asdict(learned.cost)
+                entry["commits"]["foul_start"] = this_run["git_commit"]
+        entry["wall_seconds"] += time.perf_counter() - started
+        started = time.perf_counter()
+        records.save(record, root)
+        bar.update(1)
+    entry["rows"] = derive_rows(p, entry)
+    entry["complete"] = True
+    entry["wall_seconds"] += time.perf_counter() - started
+
+
+def derive_rows(p, entry: dict) -> dict:
+    """Scores against Original and Retrain, and cost ratios to Retrain, for every measured model."""
+    m, c = entry["measures"], entry["costs"]
+    nan = lambda d: {k: (float("nan") if v is None else v) for k, v in d.items()}
+    return {name: row(p, nan(m[name]), nan(m["original"]), nan(m["retrain"]), Cost(**c[name]), Cost(**c["retrain"]))
+            for name in m}
+
+
+def _plain(measures: dict) -> dict:
+    """Measures as the JSON record stores them (NaN as None), so stored and fresh ones compare equal."""
+    return json.loads(json.dumps(_jsonable(measures)))

@@ -1,0 +1,360 @@
+"""The experiments: statistics against scipy and hand-made cases, the shared setting, every method on a shrunk
+setting of every scenario, the record schema, resuming, tables from records, and the command line."""
+import dataclasses
+import json
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from fuhelpers import experiments as ex
+from fuhelpers.experiments import __main__ as cli
+from fuhelpers.experiments import measures as emeasure
+from fuhelpers.experiments import records, registry
+from fuhelpers.experiments import tables as bstats
+from fuhelpers.scenarios import FORGETTING_METRIC, SCENARIOS
+
+# The smoke setting shrunk further: every method runs, in seconds
+TINY = dataclasses.replace(registry.SMOKE, n_train=300, n_test=200, n_server=40, num_clients=4, num_rounds=3,
+                           local_epochs=1, recovery_rounds=1, options={"dpul": {"vae_epochs": 3, "recovery_steps": 1}})
+TINY_DOMAIN = dataclasses.replace(registry.SMOKE_DOMAIN, n_train=320, n_test=160, num_rounds=2, local_epochs=1,
+                                  recovery_rounds=1, options={"foul": {"num_rounds": 2}})
+TIMING = ("seconds", "seconds_ratio")  # wall-clock columns: the only ones allowed to differ between runs
+
+
+def tiny_experiment(name="tiny", scenarios=SCENARIOS, methods=tuple(ex.METHODS), seeds=(0,)):
+    return ex.Experiment(name, "shrunk", "none", tuple(scenarios), tuple(methods),
+                         {"smoke": ex.Scale(registry.per_scenario(TINY, TINY_DOMAIN), seeds)})
+
+
+# ---------------------------------------------------------------- statistics
+def test_paired_better_matches_a_one_sided_paired_t_test():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        a, b = rng.normal(size=5), rng.normal(0.8, 1.0, size=5)
+        t = stats.ttest_rel(a, b)
+        # the 95 % interval of mean(a - b) excludes 0 on the negative side <=> two-sided p < 0.05 and t < 0
+        assert bstats.paired_better(a, b) == bool(t.pvalue < 0.05 and t.statistic < 0)
+        assert bstats.paired_better(b, a, lower_is_better=False) == bstats.paired_better(a, b)
+
+
+def test_paired_better_hand_made_cases():
+    a = np.array([1.0, 2.0, 3.0])
+    assert bstats.paired_better(a, a + 1)            # always lower by exactly 1: no spread, significant
+    assert not bstats.paired_better(a + 1, a)
+    assert not bstats.paired_better(a, a)            # equal is not better
+    assert not bstats.paired_better([1.0], [5.0])    # one seed: nothing is significant
+    assert not bstats.paired_better([0.0, 0.0], [1.0, -0.9])  # mean lower, but the interval holds 0
+
+
+def _frame(values: dict[str, list[float]], scenario="iid") -> pd.DataFrame:
+    return pd.DataFrame([{"scenario": scenario, "seed": s, "method": m, "avg_gap": v}
+                         for m, vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_ranking_ties_what_the_seeds_cannot_separate():
+    df = _frame({"retrain": [0, 0, 0, 0], "original": [9, 9, 9, 9],
+                 "a": [1.0, 1.1, 0.9, 1.0], "b": [3.0, 3.2, 2.9, 3.1], "c": [3.1, 2.8, 3.3, 3.0],
+                 "d": [0.5, 5.0, 0.2, 6.0]})
+    ranks = bstats.ranking(df).loc["iid"]
+    assert "retrain" not in ranks.index and "original" not in ranks.index
+    assert ranks.loc["a", "rank"] == 1
+    assert ranks.loc["b", "rank"] == ranks.loc["c", "rank"] == 2      # both beaten by a only
+    assert ranks.loc["b", "beaten_by"] == "a"
+    assert ranks.loc["d", "rank"] == 1                                 # too noisy to be beaten by anyone
+    assert ranks.loc["a", "mean"] == pytest.approx(1.0)
+
+
+def test_overall_ranking_averages_ranks_over_scenarios():
+    df = pd.concat([_frame({"a": [1, 1.1, 0.9], "b": [2, 2.1, 1.9]}, "iid"),
+                    _frame({"a": [2, 2.1, 1.9], "b": [1, 1.1, 0.9]}, "backdoor"),
+                    _frame({"a": [1, 1.1, 0.9]}, "domain")])
+    overall = bstats.overall_ranking(bstats.ranking(df))
+    assert overall.loc["a", "mean rank"] == pytest.approx(4 / 3) and overall.loc["a", "scenarios"] == 3
+    assert overall.loc["b", "mean rank"] == pytest.approx(1.5) and overall.loc["b", "scenarios"] == 2
+
+
+def test_summary_and_table_use_the_t_interval():
+    df = _frame({"a": [1.0, 2.0, 4.0]})
+    s = bstats.summary(df)["iid"]["a"]["avg_gap"]
+    half = stats.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / math.sqrt(3)
+    assert s["mean"] == pytest.approx(7 / 3) and s["n"] == 3 and s["ci95"] == pytest.approx(half)
+    cell = bstats.record_table({"iid": {"methods": bstats.summary(df)["iid"]}}, ["avg_gap"]).loc[("iid", "a"), "avg_gap"]
+    assert cell == f"{7 / 3:.2f} ± {half:.2f}"
+
+
+# ---------------------------------------------------------------- the registry and the shared setting
+def test_registry_scales_and_scenarios():
+    bench = ex.get("benchmark")
+    assert bench.setting("domain", "smoke").dataset == "rotated_mnist" and bench.setting("iid", "smoke").n_server > 0
+    assert bench.setting("backdoor", "gpu").arch == "resnet18"
+    assert bench.setting("iid", "cpu").n_train is None                    # full data at cpu scale
+    with pytest.raises(ValueError, match="no scenario"):
+        bench.setting("label_flip", "smoke")
+    with pytest.raises(ValueError, match="no scale"):
+        bench.setting("iid", "huge")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        ex.get("nothing")
+    with pytest.raises(ValueError, match="unknown method"):
+        tiny_experiment(methods=("magic",)).variants()
+
+
+def test_a_variant_changes_only_its_options():
+    exp = tiny_experiment(methods=("tis", ex.Variant("tis_g30", "tis", {"gamma": 0.3})))
+    cfg = exp.config("iid", "smoke")["methods"]
+    assert list(cfg) == ["retrain", "tis", "tis_g30"]
+    assert cfg["tis_g30"]["options"] == {**cfg["tis"]["options"], "gamma": 0.3} and cfg["tis"]["options"]["gamma"] == 0.5
+    assert registry.fingerprint(cfg) != registry.fingerprint(exp.config("iid", "smoke")["setting"])
+
+
+def test_server_set_is_held_out_from_every_client():
+    fed, request, _, _ = ex.build_task("iid", TINY, seed=0)
+    assert len(fed.server) == TINY.n_server and sum(fed.sizes) == TINY.n_train
+    server = {tuple(row) for row in fed.server.x.flatten(1).numpy().round(4)}
+    clients = {tuple(row) for c in fed.clients for row in c.x.flatten(1).numpy().round(4)}
+    assert not server & clients
+    assert tuple(request.clients) == (TINY.target_client,)
+
+
+def test_the_categorical_server_set_holds_no_sample_of_the_forgotten_class():
+    fed, request, target, _ = ex.build_task("categorical", TINY, seed=0)
+    _, _, drawn = ex.setting.load_split(TINY, seed=0)     # the server set as drawn from the pool
+    forgotten = int(target.y[0])              # the target: test samples of the forgotten client's exclusive class
+    assert (target.y == forgotten).all() and (drawn.y == forgotten).sum() > 0
+    assert (fed.server.y != forgotten).all()
+    assert len(fed.server) == TINY.n_server - int((drawn.y == forgotten).sum())   # only that class left out
+    iid, _, _, _ = ex.build_task("iid", TINY, seed=0)
+    assert len(iid.server) == TINY.n_server                      # a client request in IID forgets no class
+
+
+# ---------------------------------------------------------------- every method on every scenario
+@pytest.fixture(scope="module")
+def tiny_records(tmp_path_factory):
+    torch.set_num_threads(1)
+    return ex.run(tiny_experiment(), "smoke", root=tmp_path_factory.mktemp("records"))
+
+
+def rows_of(recs, scenario):
+    return recs[0]["scenarios"][scenario]["rows"]
+
+
+def test_every_method_runs_or_says_why_not_in_every_scenario(tiny_records):
+    for scenario in SCENARIOS:
+        sc = tiny_records[0]["scenarios"][scenario]
+        ran = set(sc["rows"]) - {"original", "foul_start"}
+        assert ran | set(sc["skipped"]) == set(ex.METHODS), scenario
+        assert all(sc["rows"][m]["diverged"] == 0 for m in ran), scenario
+    assert "L2U" in tiny_records[0]["scenarios"]["backdoor"]["skipped"]["foul"]
+    assert "one client" in tiny_records[0]["scenarios"]["domain"]["skipped"]["dpul"]
+    assert {"foul", "foul_start"} <= set(rows_of(tiny_records, "domain"))
+
+
+def test_the_record_follows_the_schema(tiny_records, tmp_path):
+    rec = tiny_records[0]
+    records.validate(rec)
+    assert rec["complete"] and rec["experiment"] == "tiny" and rec["seed"] == 0
+    assert {"git_commit", "torch", "cpu", "cpu_capability", "threads"} <= set(rec["provenance"])
+    sc = rec["scenarios"]["iid"]
+    assert sc["config"]["setting"]["n_train"] == TINY.n_train and sc["fingerprint"] == registry.fingerprint(sc["config"])
+    broken = json.loads(json.dumps(rec))
+    del broken["scenarios"]["iid"]["rows"]["ft"]
+    with pytest.raises(ValueError, match="rows and measures differ"):
+        records.validate(broken)
+    with pytest.raises(ValueError, match="schema"):
+        records.validate({**rec, "schema": 99})
+
+
+def test_every_method_starts_from_the_same_model(tiny_records):
+    p = ex.prepare("backdoor", TINY, seed=0, record_history=False)
+    original = rows_of(tiny_records, "backdoor")["original"]
+    again = ex.measure(p, p.model)
+    assert all(original[k] == pytest.approx(v) for k, v in again.items())
+
+
+def test_retrain_is_the_reference(tiny_records):
+    rows = rows_of(tiny_records, "backdoor")
+    rt = rows["retrain"]
+    assert rt["avg_gap"] == 0 and rt["privacy_gap"] == 0 and rt["nta"] == pytest.approx(1.0)
+    assert all(rt[f"{k}_ratio"] == pytest.approx(1.0) for k in ("seconds", "rounds", "comm_mb", "flops"))
+    # Random Reset's counts come from TIS's curvature round, and it is charged for it. By hand: one round;
+    # each of the 4 clients gets the model and sends two diagonals, all float32 (the CNN has no buffers)
+    model = ex.prepare("backdoor", TINY, seed=0, record_history=False).model
+    assert not list(model.buffers())
+    model_mb = sum(p.numel() for p in model.parameters()) * 4 / 1e6
+    for name in ("tis", "random_reset"):
+        assert rows[name]["rounds"] == 1 and rows[name]["comm_mb"] == pytest.approx(4 * (1 + 2) * model_mb)
+    assert "asr" in rt and 0 <= rt["asr"] <= 1
+    # avg_gap is the mean absolute gap to Retrain in percentage points over the four NoT measures
+    ft = rows["ft"]
+    gap = np.mean([abs(ft[k] - rt[k]) for k in ("retain_acc", "forget_acc", "test_acc", "mia_auc")]) * 100
+    assert ft["avg_gap"] == pytest.approx(gap)
+
+
+def test_storage_counts_what_each_method_keeps(tiny_records):
+    rows = rows_of(tiny_records, "backdoor")
+    assert rows["ft"]["storage_mb"] == 0 and rows["not"]["storage_mb"] == 0
+    assert rows["tis"]["storage_mb"] == rows["random_reset"]["storage_mb"] > 0   # the initial model
+    assert rows["federaser"]["storage_mb"] > rows["dpul"]["storage_mb"] > rows["tis"]["storage_mb"]
+
+
+def test_tis_variants_share_one_curvature_round_and_each_pays_for_it(tmp_path):
+    exp = tiny_experiment(scenarios=("categorical",),
+                          methods=("tis", ex.Variant("tis_g20", "tis", {"gamma": 0.2}), "random_reset"))
+    rows = ex.run(exp, "smoke", root=tmp_path)[0]["scenarios"]["categorical"]["rows"]
+    assert rows["tis_g20"]["flops"] == pytest.approx(rows["tis"]["flops"], rel=0.01)   # the same round charged
+    assert rows["tis_g20"]["rounds"] == rows["tis"]["rounds"] == 1
+    p = ex.prepare("categorical", TINY, seed=0, record_history=False)
+    by_hand = ex.METHODS["tis"].run(p, {**ex.options(p, "tis"), "gamma": 0.2})      # its own curvature round
+    assert rows["tis_g20"]["test_acc"] == pytest.approx(ex.measure(p, by_hand.model)["test_acc"])
+
+
+# ---------------------------------------------------------------- resuming
+def _numbers(rec):
+    """A record without what a clock, a calendar or the machine's provenance decides."""
+    out = {}
+    for scenario, sc in rec["scenarios"].items():
+        out[scenario] = {m: {k: v for k, v in r.items() if k not in TIMING} for m, r in sc["rows"].items()}
+        out[scenario]["logs"] = sc["logs"]
+    return out
+
+
+def test_a_stopped_run_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch):
+    exp = tiny_experiment(scenarios=("backdoor",), methods=("ft", "not", "federaser"))
+    whole = ex.run(exp, "smoke", root=tmp_path / "whole")[0]
+
+    def stop(p, o):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:   # stop the run after its first method (Retrain), inside the second
+        m.setitem(ex.METHODS, "ft", dataclasses.replace(ex.METHODS["ft"], run=stop))
+        with pytest.raises(KeyboardInterrupt):
+            ex.run(exp, "smoke", root=tmp_path / "stopped")
+    partial = records.load("tiny", "smoke", 0, tmp_path / "stopped")
+    assert not partial["complete"] and set(partial["scenarios"]["backdoor"]["measures"]) == {"original", "retrain"}
+    calls = []
+    original_run = ex.METHODS["retrain"].run
+    monkeypatch.setitem(ex.METHODS, "retrain", dataclasses.replace(
+        ex.METHODS["retrain"], run=lambda p, o: calls.append(1) or original_run(p, o)))
+    resumed = ex.run(exp, "smoke", root=tmp_path / "stopped")[0]
+    assert not calls                                  # Retrain was kept, not recomputed
+    assert resumed["complete"] and len(resumed["runs"]) == 2
+    assert _numbers(resumed) == _numbers(whole)
+    again = ex.run(exp, "smoke", root=tmp_path / "stopped")[0]   # finished: nothing runs
+    assert not calls and _numbers(again) == _numbers(whole)
+
+
+def test_a_record_of_another_configuration_is_not_resumed(tmp_path):
+    exp = tiny_experiment(scenarios=("iid",), methods=())
+    ex.run(exp, "smoke", root=tmp_path)
+    changed = dataclasses.replace(exp, scales={"smoke": ex.Scale(
+        registry.per_scenario(dataclasses.replace(TINY, num_rounds=2), TINY_DOMAIN), (0,))})
+    with pytest.raises(ValueError, match="another configuration"):
+        ex.run(changed, "smoke", root=tmp_path)
+    rec = ex.run(changed, "smoke", root=tmp_path, fresh=True)[0]
+    assert rec["scenarios"]["iid"]["config"]["setting"]["num_rounds"] == 2
+
+
+def test_a_starting_point_that_measures_differently_starts_over(tmp_path):
+    exp = tiny_experiment(scenarios=("iid",), methods=("ft",))
+    rec = ex.run(exp, "smoke", root=tmp_path)[0]
+    sc = rec["scenarios"]["iid"]
+    sc["complete"], sc["rows"] = False, {}
+    sc["measures"]["original"]["test_acc"] += 0.01   # as if trained on another machine
+    del sc["measures"]["ft"]
+    records.save(rec, tmp_path)
+    with pytest.warns(UserWarning, match="starts over"):
+        again = ex.run(exp, "smoke", root=tmp_path)[0]
+    assert _numbers(again) == _numbers(ex.run(exp, "smoke", root=tmp_path / "clean")[0])
+
+
+# ---------------------------------------------------------------- the command line
+def test_command_line_twice_gives_identical_records(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(ex.EXPERIMENTS, "tiny", tiny_experiment(scenarios=("iid", "backdoor"),
+                                                               methods=("ft", "not", "tis", "random_reset")))
+    for run in ("first", "second"):
+        assert cli.main(["run", "tiny", "--seeds", "0", "1", "--threads", "1", "--out", str(tmp_path / run)]) == 0
+    first, second = (records.load_all("tiny", "smoke", tmp_path / run) for run in ("first", "second"))
+    assert [r["seed"] for r in first] == [0, 1]
+    assert [_numbers(r) for r in first] == [_numbers(r) for r in second]
+    assert cli.main(["show", "tiny", "--out", str(tmp_path / "first")]) == 0
+    shown = capsys.readouterr().out
+    assert "2 finished seeds of 2" in shown and "avg_gap" in shown
+    assert cli.main(["list"]) == 0 and "benchmark" in capsys.readouterr().out
+
+
+def test_command_line_rejects_unknown_names(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "nowhere"])
+    assert "invalid choice" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no scale"):
+        cli.main(["run", "benchmark", "--scale", "huge"])
+
+
+# ---------------------------------------------------------------- tables from records
+def test_tables_from_records(tiny_records):
+    loaded = json.loads(json.dumps(tiny_records))    # as read back from the JSON files
+    summ = ex.summaries(loaded)
+    assert set(summ) == set(SCENARIOS) and summ["backdoor"]["seeds"] == [0]
+    rows = rows_of(loaded, "backdoor")
+    table = ex.record_table(summ, ["test_acc", "asr"], scale=100, digits=1)
+    assert table.loc[("backdoor", "ft"), "test_acc"] == f"{100 * rows['ft']['test_acc']:.1f}"   # n = 1: no interval
+    means = ex.record_means(summ, "avg_gap")
+    assert means.loc["retrain", "backdoor"] == 0 and means.loc["tis", "backdoor"] == pytest.approx(rows["tis"]["avg_gap"])
+    ranks = ex.rank_table(summ)
+    assert (ranks["backdoor"].dropna() == 1).all()                  # one seed: all tie
+    assert set(summ["backdoor"]["curves"]) >= {"retrain", "ft"}
+
+
+def test_summaries_pool_seeds_with_the_t_interval():
+    recs = [{"seed": s, "scenarios": {"iid": {"complete": True, "logs": {}, "skipped": {}, "rows": {
+        "retrain": {"avg_gap": 0.0}, "a": {"avg_gap": v}}}}} for s, v in enumerate([1.0, 2.0, 4.0])]
+    s = ex.summaries(recs)["iid"]["methods"]["a"]["avg_gap"]
+    half = stats.t.ppf(0.975, 2) * np.std([1, 2, 4], ddof=1) / math.sqrt(3)
+    assert s["n"] == 3 and s["mean"] == pytest.approx(7 / 3) and s["ci95"] == pytest.approx(half)
+
+
+def test_a_diverged_model_is_charged_and_not_comparable():
+    p = ex.prepare("backdoor", TINY, seed=0, record_history=False)
+    assert ex.measure(p, p.model)["diverged"] == 0
+    broken = p.new_model()
+    with torch.no_grad():
+        next(broken.parameters())[0].fill_(float("nan"))
+    m = ex.measure(p, broken)
+    assert m["diverged"] == 1 and m["test_acc"] == m["retain_acc"] == m["backdoor_acc"] == 0   # utility: charged
+    assert all(math.isnan(m[k]) for k in ("forget_acc", "asr", "mia_acc", "mia_auc"))       # not an attack at 0.5
+    reference = {"retain_acc": 0.9, "forget_acc": 0.8, "test_acc": 0.8, "mia_auc": 0.5, "asr": 0.1}
+    s = emeasure.scores(p, m, {**reference, "asr": 0.9}, reference)
+    assert math.isnan(s["nfs"]) and math.isnan(s["avg_gap"]) and math.isnan(s["privacy_gap"])
+    assert s["utility_gap"] == pytest.approx(85.0) and s["nta"] == 0    # by hand: (90 + 80) / 2 points
+
+
+def test_derived_scores_use_the_attacks_auc_not_its_accuracy():
+    # By hand. IID: NFS on the attack = (0.8 - 0.65) / (0.8 - 0.5) = 0.5 with the AUC; the accuracies (0.9, 0.9,
+    # 0.5) would give 0. Average gap over retain, forget, test and the AUC: (0 + 10 + 0 + 15) / 4 = 6.25 points
+    # (12.5 with the accuracy's 40-point gap); privacy gap over forget and AUC: (10 + 15) / 2 = 12.5.
+    p = SimpleNamespace(scenario="iid", forgetting_metric=FORGETTING_METRIC["iid"])
+    original = {"retain_acc": 0.95, "forget_acc": 0.95, "test_acc": 0.85, "mia_acc": 0.9, "mia_auc": 0.8}
+    reference = {"retain_acc": 0.9, "forget_acc": 0.7, "test_acc": 0.85, "mia_acc": 0.5, "mia_auc": 0.5}
+    method = {"retain_acc": 0.9, "forget_acc": 0.8, "test_acc": 0.85, "mia_acc": 0.9, "mia_auc": 0.65}
+    s = emeasure.scores(p, method, original, reference)
+    assert s["nfs"] == pytest.approx(0.5)
+    assert s["avg_gap"] == pytest.approx(6.25) and s["privacy_gap"] == pytest.approx(12.5)
+
+
+def test_a_method_with_a_nan_score_is_not_ranked():
+    # "bad" would be best by its two finite seeds, but its third (a diverged run) is NaN: no rank, not a good one
+    df = pd.DataFrame({"scenario": "iid", "seed": [0, 1, 2] * 3, "method": ["a"] * 3 + ["b"] * 3 + ["bad"] * 3,
+                       "avg_gap": [1.0, 1.1, 0.9, 5.0, 5.2, 4.9, 0.1, 0.1, np.nan]})
+    ranks = bstats.ranking(df)
+    assert set(ranks.index.get_level_values("method")) == {"a", "b"}
+    assert ranks.loc[("iid", "a"), "rank"] == 1 and ranks.loc[("iid", "b"), "rank"] == 2
+    recs = [{"seed": seed, "scenarios": {"iid": {"complete": True, "logs": {}, "skipped": {}, "rows": {
+        r["method"]: {"avg_gap": r["avg_gap"], "diverged": float(np.isnan(r["avg_gap"]))}
+        for r in df.to_dict("records") if r["seed"] == seed}}}} for seed in range(3)]
+    summ = ex.summaries(recs)["iid"]
+    assert set(summ["ranking"]) == {"a", "b"} and summ["methods"]["bad"]["diverged"]["mean"] == pytest.approx(1 / 3)
+    assert summ["methods"]["bad"]["avg_gap"]["n"] == 2     # the table's mean is over the comparable seeds only
