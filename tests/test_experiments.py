@@ -108,7 +108,21 @@ def test_a_variant_changes_only_its_options():
     cfg = exp.config("iid", "smoke")["methods"]
     assert list(cfg) == ["retrain", "tis", "tis_g30"]
     assert cfg["tis_g30"]["options"] == {**cfg["tis"]["options"], "gamma": 0.3} and cfg["tis"]["options"]["gamma"] == 0.5
-    assert registry.fingerprint(cfg) != registry.fingerprint(exp.config("iid", "smoke")["setting"])
+    plain = tiny_experiment(methods=("tis",)).config("iid", "smoke")
+    assert registry.fingerprint(exp.config("iid", "smoke")) != registry.fingerprint(plain)
+
+
+def test_the_fingerprint_follows_the_values_not_the_fields_at_their_default():
+    cfg = tiny_experiment().config("iid", "smoke")
+    older = json.loads(json.dumps(cfg))
+    del older["setting"]["precision"]             # a record made before the field existed (at its default)
+    assert registry.fingerprint(older) == registry.fingerprint(cfg)
+    changed = json.loads(json.dumps(cfg))
+    changed["setting"]["lr"] = 0.1
+    assert registry.fingerprint(changed) != registry.fingerprint(cfg)
+    changed = json.loads(json.dumps(cfg))
+    changed["methods"]["tis"]["options"]["gamma"] = 0.1
+    assert registry.fingerprint(changed) != registry.fingerprint(cfg)
 
 
 def test_server_set_is_held_out_from_every_client():

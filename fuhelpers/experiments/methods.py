@@ -194,7 +194,8 @@ def _federaser(p, o) -> Unlearned:
 
 def _negation(p, o) -> Unlearned:
     recovery = dataclasses.replace(p.recovery_config, lr=p.recovery_config.lr * o["recovery_lr_scale"])
-    cfg = negation.NegationConfig(layers=o["layers"], recovery=recovery, seed=p.seed)
+    cfg = negation.NegationConfig(layers=o["layers"], recovery=recovery, seed=p.seed,
+                                  perturbation=o.get("perturbation", "negate"))  # the ablation's variants set it
     return negation.unlearn(p.model, p.federation, p.request, cfg, evaluate=per_round(p), device=p.device)
 
 

@@ -93,8 +93,15 @@ class Experiment:
 
 
 def fingerprint(config: dict) -> str:
-    """A short hash of a configuration: a record is resumed only under the same one."""
-    return hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+    """A short hash of a configuration: a record is resumed only under the same one.
+
+    Setting fields at their default value are left out, so that adding a field to :class:`Setting` (with a
+    default that keeps the old behaviour) leaves existing records resumable.
+    """
+    defaults = json.loads(json.dumps(dataclasses.asdict(Setting()), default=list))
+    setting = {k: v for k, v in config["setting"].items() if k not in defaults or v != defaults[k]}
+    key = {**config, "setting": setting}
+    return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 TUNING_SEED = 100  # hyper-parameters are chosen on this seed, never on a reported one
