@@ -216,9 +216,19 @@ def test_storage_counts_what_each_method_keeps(tiny_records):
 
 
 def test_tis_variants_share_one_curvature_round_and_each_pays_for_it(tmp_path):
-    exp = tiny_experiment(scenarios=("categorical",),
-                          methods=("tis", ex.Variant("tis_g20", "tis", {"gamma": 0.2}), "random_reset"))
-    rows = ex.run(exp, "smoke", root=tmp_path)[0]["scenarios"]["categorical"]["rows"]
+    exp = tiny_experiment(scenarios=("categorical", "iid"), methods=(
+        "tis", ex.Variant("tis_g20", "tis", {"gamma": 0.2}), "random_reset",
+        ex.Variant("rr_g20", "random_reset", {"gamma": 0.2}),
+        ex.Variant("rr_g20_trim", "random_reset", {"gamma": 0.2, "retrain_rounds": 1}, where=("categorical",))))
+    rec = ex.run(exp, "smoke", root=tmp_path)[0]
+    assert "rr_g20_trim" in rec["scenarios"]["categorical"]["rows"]
+    assert "rr_g20_trim" not in rec["scenarios"]["iid"]["rows"]                  # only where it is asked for
+    info = rec["scenarios"]["categorical"]["info"]
+    assert info["rr_g20"]["reset"] == info["tis_g20"]["reset"] != info["tis"]["reset"]   # TIS's counts at its gamma
+    assert info["random_reset"]["reset"] == info["tis"]["reset"]
+    rows = rec["scenarios"]["categorical"]["rows"]
+    assert rows["rr_g20_trim"]["rounds"] == rows["rr_g20"]["rounds"] + 1                # one round of retraining
+    assert rows["rr_g20_trim"]["comm_mb"] > rows["rr_g20"]["comm_mb"] and rows["rr_g20_trim"]["flops"] > rows["rr_g20"]["flops"]
     assert rows["tis_g20"]["flops"] == pytest.approx(rows["tis"]["flops"], rel=0.01)   # the same round charged
     assert rows["tis_g20"]["rounds"] == rows["tis"]["rounds"] == 1
     p = ex.prepare("categorical", TINY, seed=0, record_history=False)

@@ -89,12 +89,15 @@ class Variant:
         Overrides of the method's options.
     label : str, optional
         Shown in tables (default: the method's label with the options).
+    where : tuple of str, optional
+        The scenarios it runs in (default: every scenario of the experiment).
     """
 
     name: str
     method: str
     options: dict = field(default_factory=dict)
     label: str = ""
+    where: tuple = ()
 
     def title(self) -> str:
         extra = ", ".join(f"{k}={v}" for k, v in self.options.items())
@@ -177,12 +180,19 @@ def tis_scores(p, curvature: str):
 
 
 def _random_reset(p, o) -> Unlearned:
-    o_tis = options(p, "tis")  # as many entries per layer as TIS with its options of this run resets
+    # as many entries per layer as TIS resets with this run's options (a variant may set gamma), without its
+    # targeted retraining; the counts come from TIS's curvature round with every client, which is charged
+    o_tis = {**options(p, "tis"), **{k: o[k] for k in ("gamma",) if k in o}, "retrain_rounds": 0}
     reference = p.cache.get(("tis", repr(sorted(o_tis.items())))) or _tis(p, o_tis)
-    # the counts come from TIS's curvature round with every client: Random Reset is charged for it
     cfg = random_reset.RandomResetConfig(counts=reference.info["counts"], init_state=p.init_state, seed=p.seed,
                                          counts_cost=reference.info["scoring_cost"])
-    return random_reset.unlearn(p.model, p.federation, p.request, cfg)
+    out = random_reset.unlearn(p.model, p.federation, p.request, cfg)
+    if o.get("retrain_rounds"):  # the TIS paper's "Random Retrained": TIS's targeted retraining of these entries
+        again = dataclasses.replace(p.fed_config, num_rounds=o["retrain_rounds"])
+        result = tis.targeted_retrain(out.model, p.federation, p.request, out.info["masks"], again,
+                                      evaluate=per_round(p), device=p.device)
+        out.cost, out.log = out.cost + result.cost, result.log
+    return out
 
 
 def _federaser(p, o) -> Unlearned:
@@ -205,8 +215,10 @@ def classifier_head(model) -> list[str]:
 
 
 def _dpul(p, o) -> Unlearned:
+    stages = {"stages": tuple(o["stages"])} if "stages" in o else {}  # the ablation's variants stop early
     cfg = dpul.DPULConfig(vae_epochs=o["vae_epochs"], recovery_steps=o["recovery_steps"], seed=p.seed,
-                          params=classifier_head(p.model) if o["head_only"] else None, vae_batched=o["vae_batched"])
+                          params=classifier_head(p.model) if o["head_only"] else None, vae_batched=o["vae_batched"],
+                          **stages)
     return dpul.unlearn(p.model, p.federation, p.request, cfg, p.history, evaluate=per_round(p), device=p.device)
 
 

@@ -11,6 +11,7 @@ Layout: ``results/<experiment>/<scale>/seed<k>.json``::
          "costs": {method: {seconds, rounds, bytes_up, bytes_down, flops, storage_bytes}},
          "logs": {method: [per-round dict, ...]}, "skipped": {method: reason},
          "commits": {method: git commit that produced it},
+         "info": {method: {name: number}},         # optional: what a method reports (share reset, frozen, ...)
          "rows": {method: {measures, scores, cost columns}},  # derived once every method has run
          "complete": bool, "wall_seconds": float}}}
 

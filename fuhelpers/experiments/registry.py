@@ -79,16 +79,16 @@ class Experiment:
     def seeds(self, scale: str) -> tuple:
         return tuple(self.scale(scale).seeds)
 
-    def variants(self) -> list[Variant]:
-        """Retrain first, then every method of the experiment, as :class:`Variant` s."""
-        out = [as_variant("retrain")]
-        return out + [as_variant(m) for m in self.methods if as_variant(m).name != "retrain"]
+    def variants(self, scenario: str | None = None) -> list[Variant]:
+        """Retrain first, then every method of the experiment (those that run in ``scenario``), as :class:`Variant` s."""
+        out = [as_variant("retrain")] + [as_variant(m) for m in self.methods if as_variant(m).name != "retrain"]
+        return [v for v in out if scenario is None or not v.where or scenario in v.where]
 
     def config(self, scenario: str, scale: str) -> dict:
         """Everything that determines a scenario's numbers, as plain data (stored in each record)."""
         setting = self.setting(scenario, scale)
         methods = {v.name: {"method": v.method, "options": {**DEFAULTS[v.method], **setting.options.get(v.method, {}),
-                                                            **v.options}} for v in self.variants()}
+                                                            **v.options}} for v in self.variants(scenario)}
         return json.loads(json.dumps({"setting": dataclasses.asdict(setting), "methods": methods}, default=list))
 
 
@@ -138,7 +138,80 @@ BENCHMARK = Experiment(
                  "2 CPU cores; about 30 minutes per scenario and seed on one thread (resume across sessions)"),
      "gpu": Scale(per_scenario(GPU, GPU_DOMAIN), (0, 1, 2), "one GPU; not run yet")})
 
-EXPERIMENTS = {e.name: e for e in [BENCHMARK]}
+SMALL_CNN = dict(width=(16, 32), hidden=64)  # the chapters' CNN at smoke scale
+
+# ---------------------------------------------------------------- chapter 2: TIS
+# The paper's settings (Sec. 6.1): 5 clients, client 0 forgotten; preferential (our "categorical"), Dirichlet(0.8)
+# and random (our "iid") splits of Fashion-MNIST, and a backdoor on MNIST. TIS and Random Reset over a sweep of
+# gamma_removal (the chapter picks gamma per seed afterwards); in the categorical scenario also after one round
+# of targeted retraining of the reset entries (Appendix 2, the paper's Figure 3).
+GAMMAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def gamma_name(prefix: str, gamma: float, suffix: str = "") -> str:
+    return f"{prefix}_g{round(gamma * 100):02d}{suffix}"
+
+
+TIS_SWEEP = tuple(Variant(gamma_name(m, g), method, {"gamma": g}, f"{label}, gamma {g:g}")
+                  for g in GAMMAS for m, method, label in [("tis", "tis", "TIS"), ("rr", "random_reset", "Random Reset")])
+TIS_RETRAINED = tuple(Variant(gamma_name(m, g, "_trim"), method, {"gamma": g, "retrain_rounds": 1},
+                              f"{label}, gamma {g:g}, retrained", where=("categorical",))
+                      for g in GAMMAS for m, method, label in [("tis", "tis", "TIS"), ("rr", "random_reset", "Random Reset")])
+TIS_SMOKE = Setting(n_train=2000, n_test=1000, n_server=0, test_seed_offset=1, alpha=0.8, arch_kwargs=SMALL_CNN,
+                    num_rounds=8, local_epochs=3)
+TIS_SMOKE_BACKDOOR = dataclasses.replace(TIS_SMOKE, dataset="mnist", n_train=3000, num_rounds=10)
+# the paper's MNIST CNN and optimiser (conv 32/64, fc 512; SGD lr 0.01, momentum 0.9, batch 32), 6 epochs
+TIS_CPU = dataclasses.replace(CPU, n_server=0, num_clients=5, alpha=0.8, num_rounds=6, local_epochs=1, lr=0.01,
+                              options={})
+TIS_GPU = dataclasses.replace(TIS_CPU, num_rounds=20, local_epochs=2, precision="fp32")
+TIS = Experiment(
+    "tis", "TIS: the four settings of Sec. 6, a sweep over gamma, Random Reset at equal counts", "02_tis",
+    ("categorical", "dirichlet", "iid", "backdoor"), TIS_SWEEP + TIS_RETRAINED,
+    {"smoke": Scale({"categorical": TIS_SMOKE, "dirichlet": TIS_SMOKE, "iid": TIS_SMOKE,
+                     "backdoor": TIS_SMOKE_BACKDOOR}, (0, 1), "2 CPU cores, about 5 minutes"),
+     "cpu": Scale({"categorical": TIS_CPU, "dirichlet": TIS_CPU, "iid": TIS_CPU,
+                   "backdoor": dataclasses.replace(TIS_CPU, dataset="mnist")}, (0, 1, 2),
+                  "2 CPU cores; not run yet"),
+     "gpu": Scale({"categorical": TIS_GPU, "dirichlet": TIS_GPU, "iid": TIS_GPU,
+                   "backdoor": dataclasses.replace(TIS_GPU, dataset="mnist")}, (0, 1, 2, 3, 4),
+                  "one GPU; not run yet")})
+
+# ---------------------------------------------------------------- chapter 3: NoT
+NOT_SMOKE = Setting(n_train=1000, n_test=1000, n_server=0, num_clients=10, arch_kwargs=SMALL_CNN, num_rounds=10,
+                    local_epochs=5, recovery_rounds=5)
+# the paper's ablation: what to perturb (first, all or last layer) and how (negate, Gaussian noise, re-initialise)
+NOT_ABLATION = (Variant("not_all", "not", {"layers": "all"}, "NoT, all layers"),
+                Variant("not_last", "not", {"layers": "last"}, "NoT, last layer"),
+                Variant("noise", "not", {"perturbation": "noise"}, "Gaussian noise, first layer"),
+                Variant("reinit", "not", {"perturbation": "reinit"}, "re-initialised first layer"))
+NOT_GPU = dataclasses.replace(GPU, arch="mnist_cnn", arch_kwargs=dict(width=(32, 64), hidden=128), n_server=0,
+                              recovery_rounds=15, options={})
+NOT = Experiment(
+    "not", "NoT: client unlearning, IID and Dirichlet, with the paper's ablation", "03_not", ("iid", "dirichlet"),
+    ("ft", "not", *NOT_ABLATION),
+    {"smoke": Scale({"iid": NOT_SMOKE, "dirichlet": NOT_SMOKE}, (0,), "2 CPU cores, about 2 minutes"),
+     "cpu": Scale({"iid": CPU, "dirichlet": CPU}, (0, 1, 2), "2 CPU cores; about 25 minutes per scenario and seed"),
+     "gpu": Scale({"iid": NOT_GPU, "dirichlet": NOT_GPU}, (0, 1, 2), "one GPU; not run yet")})
+
+# ---------------------------------------------------------------- chapter 5: DPUL (and FedEraser)
+# backdoor removal: 10 clients, Dirichlet(0.5), the largest client stamps a trigger on 80 % of its images
+DPUL_SMOKE = Setting(dataset="mnist", n_train=3000, n_test=1000, n_server=200, num_clients=10, target_client="largest",
+                     poison_fraction=0.8, split="dirichlet", arch_kwargs=SMALL_CNN, num_rounds=10, local_epochs=3,
+                     recovery_rounds=5, recovery_seed_offset=1,
+                     options={"dpul": {"vae_epochs": 50, "recovery_steps": 5}})
+DPUL_CPU = dataclasses.replace(CPU, dataset="mnist", target_client="largest", poison_fraction=0.8,
+                               split="dirichlet", options={"dpul": {"vae_epochs": 50, "recovery_steps": 5}})
+DPUL_GPU = dataclasses.replace(GPU, target_client="largest", poison_fraction=0.8, split="dirichlet")
+DPUL_ABLATION = (Variant("rollback_only", "dpul", {"stages": ["rollback"]}, "DPUL, rollback only"),
+                 Variant("rollback_vae", "dpul", {"stages": ["rollback", "vae"]}, "DPUL, rollback + VAEs"))
+DPUL = Experiment(
+    "dpul", "DPUL and FedEraser: backdoor removal on a Dirichlet split", "05_dpul", ("backdoor",),
+    ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION),
+    {"smoke": Scale({"backdoor": DPUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
+     "cpu": Scale({"backdoor": DPUL_CPU}, (0, 1, 2), "2 CPU cores; about 30 minutes per seed"),
+     "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
+
+EXPERIMENTS = {e.name: e for e in [BENCHMARK, TIS, NOT, DPUL]}
 
 
 def get(name: str) -> Experiment:

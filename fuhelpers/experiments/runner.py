@@ -54,7 +54,7 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
     exp = get(experiment) if isinstance(experiment, str) else experiment
     seeds = list(exp.seeds(scale) if seeds is None else seeds)
     scenarios = list(scenarios or exp.scenarios)
-    steps = len(seeds) * len(scenarios) * (len(exp.variants()) + 1)
+    steps = len(seeds) * sum(len(exp.variants(s)) + 1 for s in scenarios)
     bar = progress(total=steps, desc=f"{exp.name} ({scale})", enabled=show_progress)
     out = []
     for seed in seeds:
@@ -80,7 +80,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     if entry is not None and entry["fingerprint"] != fp and not fresh:
         raise ValueError(f"{records.path(exp.name, scale, seed, root)} holds {scenario!r} under another "
                          "configuration; pass fresh=True (--fresh) to recompute it")
-    variants = exp.variants()
+    variants = exp.variants(scenario)
     if entry is not None and entry["complete"] and not fresh:
         bar.update(len(variants) + 1)
         return
@@ -111,6 +111,9 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
             entry["commits"][v.name] = this_run["git_commit"]
             if u.log:
                 entry["logs"][v.name] = u.log
+            scalars = {k: x for k, x in u.info.items() if isinstance(x, (int, float)) and not isinstance(x, bool)}
+            if scalars:  # e.g. the share of parameters TIS reset, or DPUL froze
+                entry.setdefault("info", {})[v.name] = scalars
             if v.method == "foul":  # FOUL starts from its own model: the L2U model, pre-trained like the original
                 net, learned = l2u_start(p, options(p, "foul", v))
                 entry["measures"]["foul_start"] = _plain(measure(p, net))

@@ -18,9 +18,12 @@ NOT_RANKED = ("original", "foul_start", "retrain")  # starting points, and the r
 
 
 def frame(records) -> pd.DataFrame:
-    """Every row of the records' finished scenarios, one per (scenario, seed, method); None read as NaN."""
+    """Every row of the records' finished scenarios, one per (scenario, seed, method); None read as NaN.
+
+    What a method reported about itself (``info``: e.g. ``reset_fraction``) joins its row.
+    """
     rows = [{"scenario": scenario, "seed": rec["seed"], "method": method,
-             **{k: (np.nan if v is None else v) for k, v in r.items()}}
+             **{k: (np.nan if v is None else v) for k, v in {**sc.get("info", {}).get(method, {}), **r}.items()}}
             for rec in records for scenario, sc in rec["scenarios"].items() if sc["complete"]
             for method, r in sc["rows"].items()]
     return pd.DataFrame(rows)
