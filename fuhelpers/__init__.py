@@ -7,7 +7,7 @@ Modules, in the order data flows through them::
 from . import (cost, curvature, data, device, federation, fl, history, metrics, models, partition, results,
                scenarios, unlearn)
 from .cost import Cost
-from .device import default_scale, seed_everything, set_threads, try_gpu
+from .device import seed_everything, set_threads, try_gpu
 from .federation import Federation, Request
 from .fl import FedConfig, train
 from .history import History
@@ -16,7 +16,7 @@ from .progress import progress
 __version__ = "0.1.0"
 
 __all__ = [
-    "Cost", "FedConfig", "Federation", "History", "Request", "cost", "curvature", "data", "default_scale",
+    "Cost", "FedConfig", "Federation", "History", "Request", "cost", "curvature", "data",
     "device", "federation", "fl", "history", "metrics", "models", "partition", "progress", "results",
     "scenarios", "seed_everything", "set_threads", "train", "try_gpu", "unlearn",
 ]

@@ -54,11 +54,6 @@ def set_threads(n: int | None = None) -> int:
     return torch.get_num_threads()
 
 
-def default_scale() -> str:
-    """``"full"`` when a GPU is present, else ``"smoke"`` (the notebooks' default)."""
-    return "full" if torch.cuda.is_available() else "smoke"
-
-
 # Environment variables that change which CPU kernels torch runs, hence the rounding of every float result.
 NUMERICS_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS")
 

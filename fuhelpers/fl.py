@@ -262,7 +262,7 @@ def train(
     local_trainer : callable, optional
         Replaces :func:`local_train` (same arguments, same return value: the
         samples processed), e.g. FOUL's L2U training (see
-        :func:`fuhelpers.l2u.train_l2u`). FLOPs are still counted with
+        :func:`fuhelpers.unlearn.foul.l2u.train_l2u`). FLOPs are still counted with
         :func:`flops_per_sample` (a cross-entropy step of ``model``); a
         caller whose step costs differently corrects ``cost.flops`` itself.
 

@@ -9,7 +9,7 @@ from fuhelpers import partition
 from fuhelpers.data import load_dataset, rotated_mnist, subsample
 from fuhelpers.federation import Federation, Request
 from fuhelpers.fl import FedConfig
-from fuhelpers.l2u import L2UModel, noncausal_names, train_l2u
+from fuhelpers.unlearn.foul.l2u import L2UModel, noncausal_names, train_l2u
 from fuhelpers.unlearn import MissingRequirementError
 from fuhelpers.unlearn import foul
 from fuhelpers.unlearn.foul import (

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from fuhelpers.data import ArrayDataset, load_dataset, subsample
 from fuhelpers.fl import FedConfig, train
-from fuhelpers.l2u import (
+from fuhelpers.unlearn.foul.l2u import (
     L2UConfig,
     L2UModel,
     hinge_variance_loss,

@@ -5,7 +5,7 @@ import torch
 from conftest import make_blobs, tiny_net
 from fuhelpers.federation import Federation, Request
 from fuhelpers.fl import FedConfig, train
-from fuhelpers.unlearn import finetune, random_reset, retrain
+from fuhelpers.unlearn import finetune, random_reset, reset, retrain
 from fuhelpers.unlearn.base import MissingRequirementError, reinitialize
 
 
@@ -79,4 +79,4 @@ def test_random_reset_errors():
     with pytest.raises(ValueError, match="must be in"):
         random_reset.random_masks(net, {"1.weight": 10_000})
     with pytest.raises(MissingRequirementError, match="init_state"):
-        random_reset.apply_reset_(net, {"1.bias": torch.ones(8, dtype=torch.bool)}, "init", None)
+        reset.apply_reset_(net, {"1.bias": torch.ones(8, dtype=torch.bool)}, "init", None)

@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 
 from .. import metrics, models
-from ..l2u import L2UConfig, L2UModel, train_l2u
+from ..unlearn.foul.l2u import L2UConfig, L2UModel, train_l2u
 from ..unlearn import dpul, federaser, finetune, foul, negation, random_reset, retrain, tis
 from ..unlearn.base import Unlearned
 
@@ -133,15 +133,19 @@ def run_variant(prepared, entry) -> Unlearned:
 
 
 def per_round(prepared) -> Callable:
-    """Cheap per-round evaluation for the curves: forget and test accuracy (and ASR for a backdoor)."""
+    """Cheap per-round evaluation for the curves: forget and test accuracy, ASR for a backdoor, and retain
+    accuracy when a whole domain is forgotten (FOUL's Fig. 4a plots forget and retain accuracy)."""
     fed, req, device = prepared.federation, prepared.request, prepared.device
     forget = fed.forget_data(req)
+    retain = fed.retain_data(req) if prepared.scenario == "domain" else None
 
     def evaluate(model):
         out = {"forget_acc": metrics.accuracy(model, forget, device=device),
                "test_acc": metrics.accuracy(model, fed.test, device=device)}
         if fed.triggered_test is not None:
             out["asr"] = metrics.attack_success_rate(model, fed.triggered_test, device=device)
+        if retain is not None:
+            out["retain_acc"] = metrics.accuracy(model, retain, device=device)
         return out
 
     return evaluate
@@ -223,15 +227,24 @@ def _dpul(p, o) -> Unlearned:
 
 
 def l2u_start(p, o):
-    """FOUL's starting point: an L2U model pre-trained with the same FedAvg settings, seeds and clients."""
-    if "l2u" not in p.cache:
+    """FOUL's starting point: an L2U model pre-trained with the same FedAvg settings, seeds and clients.
+
+    One per classifier input and architecture in a run (FOUL's variants that differ only in kappa or lr share it).
+    """
+    key = ("l2u", o["classifier_input"], repr(sorted(o["l2u_kwargs"].items())))
+    if key not in p.cache:
         x = p.federation.clients[0].x
         torch.manual_seed(p.seed)
         net = L2UModel(x.shape[1], p.federation.clients[0].num_classes, x.shape[-1],
                        classifier_input=o["classifier_input"], **o["l2u_kwargs"]).to(p.device)
-        p.cache["l2u"] = (net, train_l2u(net, p.federation.clients, p.fed_config, L2UConfig(), device=p.device,
-                                         progress=False))
-    return p.cache["l2u"]
+        p.cache[key] = (net, train_l2u(net, p.federation.clients, p.fed_config, L2UConfig(), device=p.device,
+                                       progress=False))
+    return p.cache[key]
+
+
+def l2u_start_name(o) -> str:
+    """The record's name of FOUL's starting point: ``foul_start``, or ``foul_start_causal`` for C(z_K)."""
+    return "foul_start" if o["classifier_input"] == "both" else f"foul_start_{o['classifier_input']}"
 
 
 def _foul(p, o) -> Unlearned:

@@ -193,6 +193,22 @@ NOT = Experiment(
      "cpu": Scale({"iid": CPU, "dirichlet": CPU}, (0, 1, 2), "2 CPU cores; about 25 minutes per scenario and seed"),
      "gpu": Scale({"iid": NOT_GPU, "dirichlet": NOT_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
+# ---------------------------------------------------------------- chapter 4: FOUL
+# every client of one domain (90 degrees) forgotten; FOUL with the paper's classifier C(z_K) and with ours
+# C(z_K, z_V), and its sensitivity to the radius kappa and the server step (App. I)
+FOUL_SMOKE = dataclasses.replace(SMOKE_DOMAIN, n_train=1600, n_test=1200, arch_kwargs=SMALL_CNN, num_rounds=10,
+                                 recovery_rounds=5, options={"foul": {"num_rounds": 20}})
+FOUL_KAPPAS, FOUL_LRS = (0.0, 0.5, 3.0), (0.02, 0.1)   # besides the defaults kappa 1.5, lr 0.05
+FOUL_VARIANTS = (Variant("foul_causal", "foul", {"classifier_input": "causal"}, "FOUL, C(z_K)"),
+                 *(Variant(f"foul_kappa{k:g}", "foul", {"kappa": k}, f"FOUL, kappa {k:g}") for k in FOUL_KAPPAS),
+                 *(Variant(f"foul_lr{lr:g}", "foul", {"lr": lr}, f"FOUL, lr {lr:g}") for lr in FOUL_LRS))
+FOUL = Experiment(
+    "foul", "FOUL: forgetting a domain (Rotated MNIST; PACS on a GPU)", "04_foul", ("domain",),
+    ("ft", "not", "foul", *FOUL_VARIANTS),
+    {"smoke": Scale({"domain": FOUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
+     "cpu": Scale({"domain": CPU_DOMAIN}, (0, 1, 2), "2 CPU cores; not run yet"),
+     "gpu": Scale({"domain": GPU_DOMAIN}, (0, 1, 2), "one GPU; not run yet")})
+
 # ---------------------------------------------------------------- chapter 5: DPUL (and FedEraser)
 # backdoor removal: 10 clients, Dirichlet(0.5), the largest client stamps a trigger on 80 % of its images
 DPUL_SMOKE = Setting(dataset="mnist", n_train=3000, n_test=1000, n_server=200, num_clients=10, target_client="largest",
@@ -211,7 +227,7 @@ DPUL = Experiment(
      "cpu": Scale({"backdoor": DPUL_CPU}, (0, 1, 2), "2 CPU cores; about 30 minutes per seed"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
-EXPERIMENTS = {e.name: e for e in [BENCHMARK, TIS, NOT, DPUL]}
+EXPERIMENTS = {e.name: e for e in [BENCHMARK, TIS, NOT, FOUL, DPUL]}
 
 
 def get(name: str) -> Experiment:

@@ -19,7 +19,7 @@ from ..progress import progress
 from ..results import _jsonable
 from . import records
 from .measures import measure, row
-from .methods import METHODS, l2u_start, needs_history, options, run_variant
+from .methods import METHODS, l2u_start, l2u_start_name, needs_history, options, run_variant
 from .registry import Experiment, fingerprint, get
 from .setting import prepare
 
@@ -111,14 +111,15 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
             entry["commits"][v.name] = this_run["git_commit"]
             if u.log:
                 entry["logs"][v.name] = u.log
-            scalars = {k: x for k, x in u.info.items() if isinstance(x, (int, float)) and not isinstance(x, bool)}
-            if scalars:  # e.g. the share of parameters TIS reset, or DPUL froze
-                entry.setdefault("info", {})[v.name] = scalars
-            if v.method == "foul":  # FOUL starts from its own model: the L2U model, pre-trained like the original
+            reported = {k: x for k, x in u.info.items() if _numbers(x)}
+            if reported:  # e.g. the share of parameters TIS reset, DPUL froze, FOUL's cosines per round
+                entry.setdefault("info", {})[v.name] = reported
+            start = l2u_start_name(options(p, "foul", v)) if v.method == "foul" else None
+            if start and start not in entry["measures"]:  # FOUL starts from its own model, pre-trained like the original
                 net, learned = l2u_start(p, options(p, "foul", v))
-                entry["measures"]["foul_start"] = _plain(measure(p, net))
-                entry["costs"]["foul_start"] = dataclasses.asdict(learned.cost)
-                entry["commits"]["foul_start"] = this_run["git_commit"]
+                entry["measures"][start] = _plain(measure(p, net))
+                entry["costs"][start] = dataclasses.asdict(learned.cost)
+                entry["commits"][start] = this_run["git_commit"]
         entry["wall_seconds"] += time.perf_counter() - started
         started = time.perf_counter()
         records.save(record, root)
@@ -134,6 +135,16 @@ def derive_rows(p, entry: dict) -> dict:
     nan = lambda d: {k: (float("nan") if v is None else v) for k, v in d.items()}
     return {name: row(p, nan(m[name]), nan(m["original"]), nan(m["retrain"]), Cost(**c[name]), Cost(**c["retrain"]))
             for name in m}
+
+
+def _numbers(x, budget: int = 10_000) -> bool:
+    """Whether ``x`` is a number, or a small list or dict made of numbers only (kept in the record's ``info``)."""
+    if isinstance(x, bool):
+        return False
+    if isinstance(x, (int, float)):
+        return True
+    values = list(x.values()) if isinstance(x, dict) else x if isinstance(x, list) else None
+    return values is not None and len(values) <= budget and all(_numbers(v, budget) for v in values)
 
 
 def _plain(measures: dict) -> dict:

@@ -23,10 +23,15 @@ def frame(records) -> pd.DataFrame:
     What a method reported about itself (``info``: e.g. ``reset_fraction``) joins its row.
     """
     rows = [{"scenario": scenario, "seed": rec["seed"], "method": method,
-             **{k: (np.nan if v is None else v) for k, v in {**sc.get("info", {}).get(method, {}), **r}.items()}}
+             **{k: (np.nan if v is None else v) for k, v in {**_scalars(sc.get("info", {}).get(method, {})),
+                                                            **r}.items()}}
             for rec in records for scenario, sc in rec["scenarios"].items() if sc["complete"]
             for method, r in sc["rows"].items()]
     return pd.DataFrame(rows)
+
+
+def _scalars(info: dict) -> dict:
+    return {k: v for k, v in info.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def summaries(records) -> dict:
@@ -92,7 +97,8 @@ def ranking(df: pd.DataFrame, measure: str = "avg_gap", lower_is_better: bool = 
         Index (scenario, method); columns ``mean``, ``ci95``, ``rank``, ``beaten_by``.
     """
     rows = []
-    for scenario, g in df[~df.method.isin(NOT_RANKED)].groupby("scenario", sort=False):
+    starts = df.method.isin(NOT_RANKED) | df.method.str.startswith("foul_start")  # every L2U starting point
+    for scenario, g in df[~starts].groupby("scenario", sort=False):
         wide = g.pivot(index="seed", columns="method", values=measure).dropna(axis=1, how="any")
         beaten = {m: [o for o in wide.columns if o != m and paired_better(wide[o], wide[m], lower_is_better, level)]
                   for m in wide.columns}

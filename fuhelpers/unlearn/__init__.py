@@ -4,8 +4,8 @@
 The one registry of methods (names, labels, options, where each applies) is
 :data:`fuhelpers.experiments.METHODS`.
 """
-from . import dpul, federaser, finetune, foul, negation, random_reset, retrain, tis
+from . import dpul, federaser, finetune, foul, negation, random_reset, reset, retrain, tis
 from .base import MissingRequirementError, Unlearned, reinitialize
 
 __all__ = ["MissingRequirementError", "Unlearned", "dpul", "federaser", "finetune", "foul", "negation",
-           "random_reset", "reinitialize", "retrain", "tis"]
+           "random_reset", "reinitialize", "reset", "retrain", "tis"]

@@ -45,7 +45,7 @@ from ..curvature import METHODS as CURVATURES
 from ..curvature import curvature_flops_per_sample, hessian_diagonal
 from ..fl import FedConfig, FedResult, derive_seed, payload_names, train
 from .base import Unlearned, require
-from .random_reset import RESET_VALUES, apply_reset_, reset_storage_bytes
+from .reset import RESET_VALUES, apply_reset_, reset_storage_bytes
 
 NEEDS = {"clients", "target_data"}  # plus "init_state" when reset_value="init" (the paper's choice)
 

@@ -69,9 +69,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .fl import FedConfig, FedResult, _batches, train
-from .history import History
-from .models import BasicBlock, ResNet18
+from ...fl import FedConfig, FedResult, _batches, train
+from ...history import History
+from ...models import BasicBlock, ResNet18
 
 __all__ = [
     "BACKBONES",
@@ -415,7 +415,7 @@ class L2UModel(nn.Module):
 def noncausal_names(model: nn.Module) -> list[str]:
     """Names of the non-causal encoder's parameters (what FOUL unlearns), in model order."""
     if not hasattr(model, "noncausal"):
-        raise ValueError(f"{type(model).__name__} has no 'noncausal' encoder; use fuhelpers.l2u.L2UModel")
+        raise ValueError(f"{type(model).__name__} has no 'noncausal' encoder; use fuhelpers.unlearn.foul.l2u.L2UModel")
     return [n for n, _ in model.named_parameters() if n.startswith("noncausal.")]
 
 

@@ -1,6 +1,6 @@
 r"""FOUL: federated on-server unlearning by gradient conflict matching (Nguyen et al., CVPR 2026, arXiv 2603.13795).
 
-FOUL has two stages. During training, L2U (:mod:`fuhelpers.l2u`) splits the
+FOUL has two stages. During training, L2U (:mod:`fuhelpers.unlearn.foul.l2u`) splits the
 model into a causal encoder ``K`` (domain-invariant) and a non-causal encoder
 ``V`` (domain-specific). To unlearn, only ``V`` changes (Definition 7): each
 round every client computes the gradient of its loss with respect to ``V``'s
@@ -128,14 +128,14 @@ import torch.nn.functional as F
 from scipy.optimize import minimize, nnls
 from torch import Tensor, nn
 
-from ..cost import Cost, stopwatch, tensor_bytes
-from ..fl import FedConfig, _batches, derive_seed
-from ..l2u import L2UConfig, l2u_loss, loss_flops_per_sample, noncausal_names
-from ..metrics import time_to_forget
-from ..progress import progress as progress_bar
-from .base import Unlearned, require
+from ...cost import Cost, stopwatch, tensor_bytes
+from ...fl import FedConfig, _batches, derive_seed
+from .l2u import L2UConfig, l2u_loss, loss_flops_per_sample, noncausal_names
+from ...metrics import time_to_forget
+from ...progress import progress as progress_bar
+from ..base import Unlearned, require
 
-NEEDS = {"clients"}  # plus an L2U-trained model (fuhelpers.l2u.train_l2u)
+NEEDS = {"clients"}  # plus an L2U-trained model (fuhelpers.unlearn.foul.l2u.train_l2u)
 LOSSES = ("l2u", "ce")
 ANCHORS = ("retain", "all", "signed")
 
@@ -547,7 +547,7 @@ def forget_domain(federation, domain: int):
 
     Needs ``federation.client_domains`` (e.g. from :func:`fuhelpers.partition.client_domains`).
     """
-    from ..federation import Request
+    from ...federation import Request
 
     require(federation.client_domains is not None, "forget_domain", "federation.client_domains",
             "build the federation with client_domains=partition.client_domains(domains, parts)")
@@ -612,7 +612,7 @@ def unlearn(model: nn.Module, federation, request, config: FOULConfig, history=N
         counts the unlearning rounds only (L2U training is the learning stage).
     """
     require(hasattr(model, "noncausal"), "FOUL", "an L2U model with a non-causal encoder",
-            "train a fuhelpers.l2u.L2UModel with fuhelpers.l2u.train_l2u first")
+            "train a fuhelpers.unlearn.foul.l2u.L2UModel with fuhelpers.unlearn.foul.l2u.train_l2u first")
     if config.loss == "ce" and getattr(model, "classifier_input", "causal") != "both":
         raise ValueError("loss='ce' with a classifier on z_K only: the cross-entropy has no gradient w.r.t. V; "
                          "use loss='l2u' or an L2UModel with classifier_input='both'")
