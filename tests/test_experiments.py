@@ -382,3 +382,16 @@ def test_a_method_with_a_nan_score_is_not_ranked():
     summ = ex.summaries(recs)["iid"]
     assert set(summ["ranking"]) == {"a", "b"} and summ["methods"]["bad"]["diverged"]["mean"] == pytest.approx(1 / 3)
     assert summ["methods"]["bad"]["avg_gap"]["n"] == 2     # the table's mean is over the comparable seeds only
+
+
+def test_every_registered_experiment_is_defined_at_every_scale_and_shown_by_its_chapter():
+    notebooks = ex.records.results_dir().parent / "notebooks"
+    for exp in ex.EXPERIMENTS.values():
+        assert set(exp.scales) == {"smoke", "cpu", "gpu"}, exp.name
+        for scale in exp.scales:
+            assert exp.seeds(scale), (exp.name, scale)
+            for scenario in exp.scenarios:
+                assert scenario in SCENARIOS
+                registry.fingerprint(exp.config(scenario, scale))        # every method and option resolves
+        chapter = (notebooks / f"{exp.chapter}.ipynb").read_text()
+        assert f'ex.get(\\"{exp.name}\\")' in chapter and "ex.run(" in chapter, exp.name   # runs it through the runner
