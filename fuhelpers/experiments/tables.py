@@ -125,7 +125,7 @@ def _with_mean_rank(wide: pd.DataFrame) -> pd.DataFrame:
         .sort_values("mean rank")
 
 
-def mean_curves(records, keys=("test_acc", "forget_acc", "asr")) -> dict:
+def mean_curves(records, keys=("test_acc", "forget_acc", "retain_acc", "asr")) -> dict:
     """``{scenario: {method: {key: per-round mean over seeds}}}`` for methods that log rounds."""
     out: dict = {}
     for rec in records:
