@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .data import ArrayDataset
+from .device import resolve_device
 
 METHODS = ("exact", "diag_hessian", "ggn_exact", "ggn_mc")
 EXACT_MAX_PARAMETERS = 20_000
@@ -88,7 +89,7 @@ def hessian_diagonal(
         support one of the model's modules (e.g. ``"diag_hessian"`` on a residual net).
     """
     _check_arguments(data, method, batch_size, mc_samples)
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = resolve_device(device, model)
     work = copy.deepcopy(model).to(device).eval()
     if method == "exact":
         return _exact_diagonal(work, data, batch_size, device)
@@ -104,11 +105,6 @@ def _check_arguments(data: ArrayDataset, method: str, batch_size: int, mc_sample
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if mc_samples < 1:
         raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def _trainable(model: nn.Module) -> dict[str, nn.Parameter]:

@@ -10,6 +10,21 @@ import numpy as np
 import torch
 
 
+def resolve_device(device=None, model: torch.nn.Module | None = None) -> torch.device:
+    """The one device rule of the package: ``device`` when given, else where ``model`` lives, else the CPU.
+
+    Parameters
+    ----------
+    device : torch.device or str, optional
+    model : torch.nn.Module, optional
+        A model without parameters lives on the CPU.
+    """
+    if device is not None:
+        return torch.device(device)
+    first = next(model.parameters(), None) if model is not None else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 def try_gpu(i: int = 0) -> torch.device:
     """Return ``cuda:i`` when that GPU exists, else the CPU (as in d2l).
 

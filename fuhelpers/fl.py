@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .cost import Cost, stopwatch, tensor_bytes, train_flops_per_sample
+from .device import resolve_device
 from .history import History
 from .precision import Precision, check_precision
 from .progress import progress as progress_bar
@@ -270,7 +271,7 @@ def train(
     -------
     FedResult
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device, model)
     model.to(device)
     trainer = local_train if local_trainer is None else local_trainer
     ids = list(range(len(clients))) if client_ids is None else list(client_ids)

@@ -36,6 +36,8 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 from torch.utils.data import DataLoader, Dataset
 
+from .device import resolve_device
+
 __all__ = [
     "predict",
     "accuracy",
@@ -70,13 +72,6 @@ _ZERO_DENOMINATOR = 1e-12
 # --------------------------------------------------------------------------- #
 # Model outputs
 # --------------------------------------------------------------------------- #
-def _resolve_device(model: torch.nn.Module, device) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
-
-
 def _batches(data: Dataset, batch_size: int):
     """Yield (x, y) batches in dataset order; slices ``.x``/``.y`` directly when present."""
     if hasattr(data, "x") and hasattr(data, "y"):
@@ -92,7 +87,7 @@ def _predict_with_labels(model, data, batch_size=512, device=None):
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(data) == 0:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    device = _resolve_device(model, device)
+    device = resolve_device(device, model)
     # Remember every submodule's mode: a model may be partly frozen in eval mode.
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
@@ -160,7 +155,7 @@ def _fast_predict_with_labels(model, data, batch_size, device, precision):
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if len(data) == 0:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    device = _resolve_device(model, device)
+    device = resolve_device(device, model)
     prec = Precision(precision, device)
     modes = [(module, module.training) for module in model.modules()]
     model.eval()

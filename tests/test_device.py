@@ -29,3 +29,14 @@ def test_set_threads_follows_fuhelpers_threads_then_omp_num_threads(monkeypatch)
         assert set_threads(1) == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_resolve_device_prefers_the_argument_then_the_model_then_the_cpu():
+    from fuhelpers.device import resolve_device
+
+    net = torch.nn.Linear(2, 2)
+    assert resolve_device("cpu", net) == torch.device("cpu")
+    assert resolve_device(None, net) == next(net.parameters()).device
+    assert resolve_device(None, torch.nn.ReLU()) == torch.device("cpu")      # no parameters: the CPU
+    assert resolve_device() == torch.device("cpu")
+    assert resolve_device("meta", net) == torch.device("meta")               # the argument wins

@@ -18,6 +18,7 @@ from torch import nn
 from .. import data, models, partition, scenarios
 from ..scenarios import FORGETTING_METRIC, SCENARIOS
 from ..cost import Cost
+from ..device import resolve_device
 from ..federation import Federation, Request
 from ..fl import FedConfig, train
 from ..history import History
@@ -260,7 +261,7 @@ def prepare(scenario: str, setting: Setting, seed: int, *, record_history: bool 
         Default: the model's (CPU); pass ``fuhelpers.try_gpu()`` for a GPU.
     """
     fed, request, target, mia_fed = build_task(scenario, setting, seed)
-    device = torch.device(device) if device is not None else torch.device("cpu")
+    device = resolve_device(device)
     torch.manual_seed(seed)
     net = models.model_for(fed.clients[0], setting.arch, **setting.arch_kwargs).to(device)
     init_state = copy.deepcopy(net.state_dict())

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from ..cost import Cost, stopwatch, tensor_bytes
+from ..device import resolve_device
 from ..fl import FedConfig, derive_seed, fedavg, flops_per_sample, local_train, payload_names, state_copy
 from ..history import History
 from ..progress import progress as progress_bar
@@ -222,7 +223,7 @@ def calibrate(
         raise ValueError(f"{len(clients)} clients but {len(client_ids)} client_ids")
     if history.num_rounds < 1:
         raise ValueError("the history holds no round: train with a History before unlearning")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device, model)
     model.to(device)
     data_of = dict(zip(client_ids, clients))
     cal_config = dataclasses.replace(config.fed, local_epochs=config.calibration_epochs)

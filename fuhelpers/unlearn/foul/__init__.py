@@ -129,6 +129,7 @@ from scipy.optimize import minimize, nnls
 from torch import Tensor, nn
 
 from ...cost import Cost, stopwatch, tensor_bytes
+from ...device import resolve_device
 from ...fl import FedConfig, _batches, derive_seed
 from .l2u import L2UConfig, l2u_loss, loss_flops_per_sample, noncausal_names
 from ...metrics import time_to_forget
@@ -616,7 +617,7 @@ def unlearn(model: nn.Module, federation, request, config: FOULConfig, history=N
     if config.loss == "ce" and getattr(model, "classifier_input", "causal") != "both":
         raise ValueError("loss='ce' with a classifier on z_K only: the cross-entropy has no gradient w.r.t. V; "
                          "use loss='l2u' or an L2UModel with classifier_input='both'")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device, model)
     out = copy.deepcopy(model).to(device)
     was_training = out.training
     out.eval()  # no reparameterisation noise, no running-statistics updates (see client_gradient)

@@ -70,6 +70,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ...fl import FedConfig, FedResult, _batches, train
+from ...device import resolve_device
 from ...history import History
 from ...models import BasicBlock, ResNet18
 
@@ -587,7 +588,7 @@ def l2u_loss_on(model: L2UModel, data, cfg: L2UConfig, *, batch_size: int = 256,
     Batches are taken in order; batch-level terms (``L_K``, ``L_V``) are
     averaged over batches weighted by their sizes.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = resolve_device(device, model)
     was_training = model.training
     model.eval()
     sums, n = {name: 0.0 for name in (*TERMS, "total")}, 0
