@@ -57,6 +57,21 @@ class Cost:
         """Plain dict with ``comm_mb`` added, for tables and JSON."""
         return {**asdict(self), "comm_mb": self.comm_mb}
 
+    def add_round(self, clients: int, down: int, up: int | None = None, uploads: int | None = None) -> "Cost":
+        """Count one federated round: ``down`` bytes sent to each of ``clients``, ``up`` bytes back from each of
+        ``uploads`` clients (default: the same payload, from the same clients). Returns ``self``."""
+        up = down if up is None else up
+        uploads = clients if uploads is None else uploads
+        self.rounds += 1
+        self.bytes_down += down * clients
+        self.bytes_up += up * uploads
+        return self
+
+    def add_compute(self, samples: float, flops_per_sample: float) -> "Cost":
+        """Count ``samples`` forward and backward passes of ``flops_per_sample`` each. Returns ``self``."""
+        self.flops += samples * flops_per_sample
+        return self
+
     def ratio_to(self, reference: "Cost") -> dict[str, float]:
         """Each measure divided by the same measure of ``reference`` (usually Retrain).
 

@@ -299,15 +299,13 @@ def train(
                 model.load_state_dict(global_state)
                 gen = torch.Generator().manual_seed(derive_seed(config.seed, t, ids[c]))
                 seen = trainer(model, clients[c], config, gen, device, mask)
-                cost.flops += seen * flops_per_sample(model, clients[c], config.batch_size, device)
+                cost.add_compute(seen, flops_per_sample(model, clients[c], config.batch_size, device))
                 upload = state_copy(model)
                 uploads.append(upload)
                 if history is not None:
                     history.add_upload(ids[c], upload)
             model.load_state_dict(fedavg(uploads, [sizes[c] for c in chosen]))
-            cost.rounds += 1
-            cost.bytes_down += payload * len(chosen)
-            cost.bytes_up += payload * len(chosen)
+            cost.add_round(clients=len(chosen), down=payload)  # the model out, the trained model back
             if history is not None:
                 history.add_global(state_copy(model))
         if evaluate is not None:

@@ -36,3 +36,14 @@ def test_results_keep_one_entry_per_scale(tmp_path):
     assert full["results"] == {"acc": 0.5, "nan": None} and full["provenance"]["seed"] == 1
     assert load_results("01_x", "smoke", root=tmp_path)["provenance"]["dataset"] == "mnist"
     assert load_results("missing", root=tmp_path) is None
+
+
+def test_the_cost_meter_counts_a_round_and_compute_by_hand():
+    from fuhelpers.cost import Cost
+
+    c = Cost().add_round(clients=3, down=10)              # 3 clients get 10 bytes, each sends 10 back
+    assert (c.rounds, c.bytes_down, c.bytes_up) == (1, 30, 30)
+    c.add_round(clients=4, down=10, up=2, uploads=3)      # 4 get the model, 3 send 2 bytes back
+    assert (c.rounds, c.bytes_down, c.bytes_up) == (2, 70, 36)
+    assert c.add_compute(5, 1.5e6).flops == 7.5e6 and c.add_compute(2, 1e6).flops == 9.5e6
+    assert c.comm_mb == 106 / 1e6

@@ -246,11 +246,9 @@ def calibrate(
                     upload, seen = _calibrated_upload(model, state, history.upload(t, c), previous, data_of[c],
                                                       cal_config, t, c, config.keep, device)
                     uploads.append(upload)
-                    out.cost.flops += seen * flops_per_sample(model, data_of[c], cal_config.batch_size, device)
+                    out.cost.add_compute(seen, flops_per_sample(model, data_of[c], cal_config.batch_size, device))
                 payload = tensor_bytes(state[n] for n in names)
-                out.cost.rounds += 1
-                out.cost.bytes_down += payload * len(chosen)
-                out.cost.bytes_up += payload * len(chosen)
+                out.cost.add_round(clients=len(chosen), down=payload)
             state = fedavg(uploads, weights)
         if keep_trajectory:
             out.trajectory[t] = {k: v.clone() for k, v in state.items()}

@@ -322,11 +322,10 @@ def compute_scores(model: nn.Module, federation, request, config: TISConfig, *, 
     active = [data for data in federation.clients if len(data) > 0]
     diagonal_bytes = tensor_bytes(p for p in model.parameters() if p.requires_grad)
     state = model.state_dict()
-    cost.rounds = 1
-    cost.bytes_down = tensor_bytes(state[n] for n in payload_names(model)) * len(active)
-    cost.bytes_up = 2 * diagonal_bytes * len(active)
-    cost.flops = sum(len(d) for d in active) * curvature_flops_per_sample(
-        model, active[0], config.curvature, mc_samples=config.mc_samples)
+    # one round: the model to every client holding data, two diagonals (forget, retain) back from each
+    cost.add_round(clients=len(active), down=tensor_bytes(state[n] for n in payload_names(model)), up=2 * diagonal_bytes)
+    cost.add_compute(sum(len(d) for d in active),
+                     curvature_flops_per_sample(model, active[0], config.curvature, mc_samples=config.mc_samples))
     return TISScores(tis=tis, h=h, h_prime=h_prime, cost=cost, method=config.curvature)
 
 

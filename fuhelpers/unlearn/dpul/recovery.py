@@ -140,7 +140,7 @@ def _projected_step_(model: nn.Module, data, history: History, t: int, names: li
     before = state_copy(model)
     seen = local_train(model, data, config, torch.Generator().manual_seed(seed), device, mask)
     xb, yb = data.x[: config.batch_size].to(device), data.y[: config.batch_size].to(device)
-    cost.flops += seen * train_flops_per_sample(model, xb, yb)
+    cost.add_compute(seen, train_flops_per_sample(model, xb, yb))
     direction = flat_state(state_copy(model), names) - flat_state(before, names)
     length = (flat_state(history.global_model(t), names) - flat_state(history.global_model(t - 1), names)).norm()
     norm = direction.norm()

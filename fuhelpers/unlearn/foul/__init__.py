@@ -649,7 +649,7 @@ def unlearn(model: nn.Module, federation, request, config: FOULConfig, history=N
                 for data, cid in zip(datasets, ids):
                     gen = torch.Generator().manual_seed(derive_seed(config.seed, t, cid, role == "forget"))
                     grads.append(client_gradient(out, data, names, config, gen, device))
-                    cost.flops += _samples_used(len(data), config) * flops_per_sample
+                    cost.add_compute(_samples_used(len(data), config), flops_per_sample)
                 uploads[role] = grads
             step = closed_form_direction(uploads["retain"], uploads["forget"], config.kappa, anchor=config.anchor,
                                          retain_sizes=[len(d) for d in retain],
@@ -657,9 +657,8 @@ def unlearn(model: nn.Module, federation, request, config: FOULConfig, history=N
             _apply_(params, step.direction, config.lr)
             u = len(step.gamma)
             cost.flops += 2.0 * u * u * num_params + 6.0 * u * num_params  # Gram matrix, <h_u, g_0>, g_Gamma, update
-            cost.rounds += 1
-            cost.bytes_down += v_bytes * participants  # theta_V to every client
-            cost.bytes_up += v_bytes * (len(retain) + len(forget))  # one gradient of theta_V's size per upload
+            # theta_V to every client; one gradient of theta_V's size back per upload
+            cost.add_round(clients=participants, down=v_bytes, uploads=len(retain) + len(forget))
         for role in ("retain", "forget"):
             info["cosine"][role].append(_mean_cosine(uploads[role], step.direction))
         info["gamma"].append(step.gamma.tolist())
