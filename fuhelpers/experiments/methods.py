@@ -219,10 +219,11 @@ def classifier_head(model) -> list[str]:
 
 
 def _dpul(p, o) -> Unlearned:
-    stages = {"stages": tuple(o["stages"])} if "stages" in o else {}  # the ablation's variants stop early
+    # a variant may stop early (the ablation's stages) or change the paper's lambda, beta or number of slices I
+    extra = {k: (tuple(o[k]) if k == "stages" else o[k]) for k in ("stages", "lam", "beta", "num_slices") if k in o}
     cfg = dpul.DPULConfig(vae_epochs=o["vae_epochs"], recovery_steps=o["recovery_steps"], seed=p.seed,
                           params=classifier_head(p.model) if o["head_only"] else None, vae_batched=o["vae_batched"],
-                          **stages)
+                          **extra)
     return dpul.unlearn(p.model, p.federation, p.request, cfg, p.history, evaluate=per_round(p), device=p.device)
 
 

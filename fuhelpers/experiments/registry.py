@@ -220,9 +220,18 @@ DPUL_CPU = dataclasses.replace(CPU, dataset="mnist", target_client="largest", po
 DPUL_GPU = dataclasses.replace(GPU, target_client="largest", poison_fraction=0.8, split="dirichlet")
 DPUL_ABLATION = (Variant("rollback_only", "dpul", {"stages": ["rollback"]}, "DPUL, rollback only"),
                  Variant("rollback_vae", "dpul", {"stages": ["rollback", "vae"]}, "DPUL, rollback + VAEs"))
+# sensitivity (the paper's App.): lambda with the rollback alone, on the head and on every parameter; beta and I
+DPUL_LAMBDAS, DPUL_BETAS, DPUL_SLICES = (2, 6, 20, 100), (0.1, 2.0), (5, 20)
+DPUL_SENSITIVITY = (
+    *(Variant(f"rollback_lam{lam:g}{suffix}", "dpul", {"stages": ["rollback"], "lam": lam, **head},
+              f"DPUL rollback, lambda {lam:g}{label}")
+      for lam in DPUL_LAMBDAS for suffix, head, label in [("", {}, ""), ("_all", {"head_only": False}, ", all")]
+      if (lam, suffix) != (6, "")),                     # lambda 6 on the head is rollback_only
+    *(Variant(f"dpul_beta{b:g}", "dpul", {"beta": b}, f"DPUL, beta {b:g}") for b in DPUL_BETAS),
+    *(Variant(f"dpul_slices{i}", "dpul", {"num_slices": i}, f"DPUL, I = {i}") for i in DPUL_SLICES))
 DPUL = Experiment(
     "dpul", "DPUL and FedEraser: backdoor removal on a Dirichlet split", "05_dpul", ("backdoor",),
-    ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION),
+    ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION, *DPUL_SENSITIVITY),
     {"smoke": Scale({"backdoor": DPUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
      "cpu": Scale({"backdoor": DPUL_CPU}, (0, 1, 2), "2 CPU cores; about 30 minutes per seed"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
