@@ -112,6 +112,26 @@ def test_a_variant_changes_only_its_options():
     assert registry.fingerprint(exp.config("iid", "smoke")) != registry.fingerprint(plain)
 
 
+def test_cases_run_one_scenario_under_several_settings(tmp_path):
+    settings = {f"backdoor/{k}": dataclasses.replace(TINY, num_clients=k) for k in (3, 4)}
+    methods = ("ft", ex.Variant("ft_iid", "ft", {}, where=("iid",)), ex.Variant("ft_bd", "ft", {}, where=("backdoor",)))
+    exp = ex.Experiment("cases", "one scenario, two sizes", "none", tuple(settings), methods,
+                        {"smoke": ex.Scale(settings, (0,))})
+    rec, = ex.run(exp, "smoke", root=tmp_path, show_progress=False)
+    assert list(rec["scenarios"]) == ["backdoor/3", "backdoor/4"] and rec["complete"]
+    for k in (3, 4):
+        case = rec["scenarios"][f"backdoor/{k}"]
+        assert case["config"]["setting"]["num_clients"] == k
+        assert set(case["measures"]) == {"original", "retrain", "ft", "ft_bd"}   # `where` reads the case's scenario
+        assert "asr" in case["measures"]["original"]                              # measured as a backdoor
+    assert rec["scenarios"]["backdoor/3"]["measures"]["original"] != rec["scenarios"]["backdoor/4"]["measures"]["original"]
+    assert set(ex.summaries([rec])) == set(settings)
+    with pytest.raises(ValueError, match="unknown scenarios"):
+        ex.Experiment("bad", "", "none", ("label_flip/1",), ("ft",), {"smoke": ex.Scale({"label_flip/1": TINY}, (0,))})
+    with pytest.raises(ValueError, match="settings missing"):
+        ex.Experiment("bad", "", "none", ("iid/a",), ("ft",), {"smoke": ex.Scale({"iid": TINY}, (0,))})
+
+
 def test_the_fingerprint_follows_the_values_not_the_fields_at_their_default():
     cfg = tiny_experiment().config("iid", "smoke")
     older = json.loads(json.dumps(cfg))
@@ -391,7 +411,7 @@ def test_every_registered_experiment_is_defined_at_every_scale_and_shown_by_its_
         for scale in exp.scales:
             assert exp.seeds(scale), (exp.name, scale)
             for scenario in exp.scenarios:
-                assert scenario in SCENARIOS
+                assert registry.scenario_of(scenario) in SCENARIOS
                 registry.fingerprint(exp.config(scenario, scale))        # every method and option resolves
         chapter = (notebooks / f"{exp.chapter}.ipynb").read_text()
         assert f'ex.get(\\"{exp.name}\\")' in chapter and "ex.run(" in chapter, exp.name   # runs it through the runner

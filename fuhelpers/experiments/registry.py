@@ -51,7 +51,8 @@ class Experiment:
     chapter : str
         The chapter (notebook stem) that shows it.
     scenarios : tuple of str
-        Scenarios of :data:`fuhelpers.scenarios.SCENARIOS`.
+        Scenarios of :data:`fuhelpers.scenarios.SCENARIOS`, or *cases* ``"scenario/label"``: one scenario under
+        several settings (``"backdoor/10"``, ``"backdoor/20"``), each a key of the record like a scenario.
     methods : tuple
         Method names of :data:`fuhelpers.experiments.METHODS` or :class:`Variant` s; Retrain always runs.
     scales : dict
@@ -64,6 +65,12 @@ class Experiment:
     scenarios: tuple
     methods: tuple
     scales: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        unknown = [c for c in self.scenarios if scenario_of(c) not in SCENARIOS]
+        missing = {s: [c for c in self.scenarios if c not in sc.settings] for s, sc in self.scales.items()}
+        if unknown or any(missing.values()):
+            raise ValueError(f"experiment {self.name!r}: unknown scenarios {unknown}, settings missing {missing}")
 
     def scale(self, scale: str) -> Scale:
         if scale not in self.scales:
@@ -82,7 +89,7 @@ class Experiment:
     def variants(self, scenario: str | None = None) -> list[Variant]:
         """Retrain first, then every method of the experiment (those that run in ``scenario``), as :class:`Variant` s."""
         out = [as_variant("retrain")] + [as_variant(m) for m in self.methods if as_variant(m).name != "retrain"]
-        return [v for v in out if scenario is None or not v.where or scenario in v.where]
+        return [v for v in out if scenario is None or not v.where or scenario_of(scenario) in v.where]
 
     def config(self, scenario: str, scale: str) -> dict:
         """Everything that determines a scenario's numbers, as plain data (stored in each record)."""
@@ -90,6 +97,11 @@ class Experiment:
         methods = {v.name: {"method": v.method, "options": {**DEFAULTS[v.method], **setting.options.get(v.method, {}),
                                                             **v.options}} for v in self.variants(scenario)}
         return json.loads(json.dumps({"setting": dataclasses.asdict(setting), "methods": methods}, default=list))
+
+
+def scenario_of(case: str) -> str:
+    """The scenario of an experiment's case: ``"backdoor/10"`` -> ``"backdoor"``; a plain scenario is its own."""
+    return case.split("/", 1)[0]
 
 
 def fingerprint(config: dict) -> str:
@@ -236,7 +248,26 @@ DPUL = Experiment(
      "cpu": Scale({"backdoor": DPUL_CPU}, (0, 1, 2), "2 CPU cores; about 30 minutes per seed"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
-EXPERIMENTS = {e.name: e for e in [BENCHMARK, TIS, NOT, FOUL, DPUL]}
+# wall time against the number of clients (Sec. 5.6): equal-sized clients, a short training, the VAEs of the sweeps
+CLIENT_COUNTS = (5, 10, 15, 20)
+
+
+def by_clients(setting: Setting, per_client: int, vae_epochs: int) -> dict:
+    """``{"backdoor/<k>": setting}`` with ``k`` clients of ``per_client`` images each, for every k of CLIENT_COUNTS."""
+    return {f"backdoor/{k}": dataclasses.replace(setting, num_clients=k, n_train=k * per_client, num_rounds=4,
+                                                 local_epochs=1, options={"dpul": {**setting.options.get("dpul", {}),
+                                                                                   "vae_epochs": vae_epochs}})
+            for k in CLIENT_COUNTS}
+
+
+DPUL_CLIENTS = Experiment(
+    "dpul_clients", "DPUL, FedEraser and Retrain: wall time against the number of clients", "05_dpul",
+    tuple(f"backdoor/{k}" for k in CLIENT_COUNTS), ("federaser", "dpul"),
+    {"smoke": Scale(by_clients(DPUL_SMOKE, 60, 20), (0,), "2 CPU cores, about a minute"),
+     "cpu": Scale(by_clients(DPUL_CPU, 500, 50), (0, 1, 2), "2 CPU cores; a few minutes per seed"),
+     "gpu": Scale(by_clients(DPUL_GPU, 500, 200), (0, 1, 2), "one GPU; not run yet")})
+
+EXPERIMENTS = {e.name: e for e in [BENCHMARK, TIS, NOT, FOUL, DPUL, DPUL_CLIENTS]}
 
 
 def get(name: str) -> Experiment:

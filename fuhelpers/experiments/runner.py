@@ -20,7 +20,7 @@ from ..results import _jsonable
 from . import records
 from .measures import measure, row
 from .methods import METHODS, l2u_start, l2u_start_name, needs_history, options, run_variant
-from .registry import Experiment, fingerprint, get
+from .registry import Experiment, fingerprint, get, scenario_of
 from .setting import prepare
 
 
@@ -89,7 +89,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     started = time.perf_counter()
     todo = [v for v in variants if v.name not in entry["measures"] and v.name not in entry["skipped"]]
     bar.set_postfix_str(f"seed {seed}, {scenario}: original")
-    p = prepare(scenario, exp.setting(scenario, scale), seed, record_history=needs_history(todo), device=device)
+    p = prepare(scenario_of(scenario), exp.setting(scenario, scale), seed, record_history=needs_history(todo), device=device)
     original = _plain(measure(p, p.model))
     if "original" in entry["measures"] and entry["measures"]["original"] != original:
         warnings.warn(f"seed {seed}, {scenario}: the starting point measures differently from the stored one "
