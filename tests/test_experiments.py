@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
+from fuhelpers import audit
 from fuhelpers import experiments as ex
 from fuhelpers.experiments import __main__ as cli
 from fuhelpers.experiments import measures as emeasure
@@ -130,6 +131,22 @@ def test_cases_run_one_scenario_under_several_settings(tmp_path):
         ex.Experiment("bad", "", "none", ("label_flip/1",), ("ft",), {"smoke": ex.Scale({"label_flip/1": TINY}, (0,))})
     with pytest.raises(ValueError, match="settings missing"):
         ex.Experiment("bad", "", "none", ("iid/a",), ("ft",), {"smoke": ex.Scale({"iid": TINY}, (0,))})
+
+
+def test_the_audit_scores_every_model_against_one_set_of_reference_federations(tmp_path, monkeypatch):
+    setting = dataclasses.replace(TINY, audit_refs=4, audit_pairs=40)
+    exp = ex.Experiment("audited", "shrunk", "none", ("iid",), ("ft",), {"smoke": ex.Scale({"iid": setting}, (0,))})
+    rec, = ex.run(exp, "smoke", root=tmp_path, show_progress=False)
+    sc = rec["scenarios"]["iid"]
+    assert set(sc["audit"]["details"]) == {"original", "retrain", "ft"}
+    assert sc["audit"]["references"] == 4 and sc["audit"]["forget"] == sc["audit"]["held_out"] == 40
+    assert all("lira_tpr_0p1pct" in m and "rmia_auc" in m for m in sc["measures"].values())
+    assert "lira_auc" in ex.frame([rec]).columns
+    assert len(list((tmp_path / "audited" / "smoke" / "audit").glob("*.npz"))) == 1
+    # run again: the reference federations are read back, not trained again, and every number repeats
+    monkeypatch.setattr(audit.reference, "train_references", lambda *a, **k: pytest.fail("trained again"))
+    again, = ex.run(exp, "smoke", root=tmp_path, fresh=True, show_progress=False)
+    assert again["scenarios"]["iid"]["measures"] == sc["measures"]
 
 
 def test_the_fingerprint_follows_the_values_not_the_fields_at_their_default():

@@ -14,6 +14,7 @@ import json
 import time
 import warnings
 
+from .. import audit
 from ..cost import Cost
 from ..progress import progress
 from ..results import _jsonable
@@ -89,12 +90,20 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     started = time.perf_counter()
     todo = [v for v in variants if v.name not in entry["measures"] and v.name not in entry["skipped"]]
     bar.set_postfix_str(f"seed {seed}, {scenario}: original")
-    p = prepare(scenario_of(scenario), exp.setting(scenario, scale), seed, record_history=needs_history(todo), device=device)
-    original = _plain(measure(p, p.model))
+    setting = exp.setting(scenario, scale)
+    p = prepare(scenario_of(scenario), setting, seed, record_history=needs_history(todo), device=device)
+    if setting.audit_refs:
+        bar.set_postfix_str(f"seed {seed}, {scenario}: reference federations of the audit")
+        _references(p, records.path(exp.name, scale, seed, root).parent / "audit" /
+                    f"seed{seed}_{scenario.replace('/', '-')}_{fp}.npz", entry)
+    original = _measure(p, p.model, "original", entry)
     if "original" in entry["measures"] and entry["measures"]["original"] != original:
         warnings.warn(f"seed {seed}, {scenario}: the starting point measures differently from the stored one "
                       "(another machine or commit); this scenario starts over", stacklevel=2)
+        audited = entry.get("audit")
         entry = record["scenarios"][scenario] = records.new_scenario(fp, config)
+        if audited:
+            entry["audit"] = {**audited, "details": {"original": audited["details"]["original"]}}
         todo = variants
     entry["measures"]["original"], entry["costs"]["original"] = original, dataclasses.asdict(p.pretrain_cost)
     entry["commits"].setdefault("original", this_run["git_commit"])
@@ -106,7 +115,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
             entry["skipped"][v.name] = reason
         else:
             u = run_variant(p, v)
-            entry["measures"][v.name] = _plain(measure(p, u.model))
+            entry["measures"][v.name] = _measure(p, u.model, v.name, entry)
             entry["costs"][v.name] = dataclasses.asdict(u.cost)
             entry["commits"][v.name] = this_run["git_commit"]
             if u.log:
@@ -117,7 +126,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
             start = l2u_start_name(options(p, "foul", v)) if v.method == "foul" else None
             if start and start not in entry["measures"]:  # FOUL starts from its own model, pre-trained like the original
                 net, learned = l2u_start(p, options(p, "foul", v))
-                entry["measures"][start] = _plain(measure(p, net))
+                entry["measures"][start] = _measure(p, net, start, entry)
                 entry["costs"][start] = dataclasses.asdict(learned.cost)
                 entry["commits"][start] = this_run["git_commit"]
         entry["wall_seconds"] += time.perf_counter() - started
@@ -127,6 +136,27 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     entry["rows"] = derive_rows(p, entry)
     entry["complete"] = True
     entry["wall_seconds"] += time.perf_counter() - started
+
+
+def _references(p, cache, entry: dict) -> None:
+    """Reference federations of the audit (read from ``cache`` when there), kept in ``p.cache["audit"]``."""
+    refs = audit.load_or_train(p, p.setting.audit_refs, p.setting.audit_pairs, cache)
+    p.cache["audit"] = refs
+    entry.setdefault("audit", {"details": {}})
+    entry["audit"].update(references=int(refs.ref_in.shape[0]), forget=int(refs.is_forget.sum()),
+                          held_out=int((~refs.is_forget).sum()), population=len(refs.population),
+                          cost=dataclasses.asdict(refs.cost))
+
+
+def _measure(p, model, name: str, entry: dict) -> dict:
+    """:func:`measure`, and with reference federations the audit's measures (its intervals and ROC in ``entry``)."""
+    m = measure(p, model)
+    refs = p.cache.get("audit")
+    if refs is not None and not m["diverged"]:
+        found, details = audit.audit(model, refs, p.device, seed=p.seed)
+        m.update(found)
+        entry["audit"]["details"][name] = details
+    return _plain(m)
 
 
 def derive_rows(p, entry: dict) -> dict:

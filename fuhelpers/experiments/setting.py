@@ -56,6 +56,9 @@ class Setting:
         the reference, bf16 the CPU fast path of the ``cpu`` scale.
     recovery_rounds, recovery_seed_offset
         FedAvg rounds of FT and NoT's recovery, seeded with ``seed + recovery_seed_offset``.
+    audit_refs, audit_pairs : int, int or None
+        The per-example privacy audit (:mod:`fuhelpers.audit`): reference federations (0: no audit; an even
+        number >= 4) and at most how many forgotten and held-out samples it scores each.
     history_dir : str, optional
         Keep the training history on disk (``"temp"``: a temporary folder) instead of in memory.
     options : dict
@@ -85,6 +88,8 @@ class Setting:
     precision: str = "fp32"
     recovery_rounds: int = 3
     recovery_seed_offset: int = 1000
+    audit_refs: int = 0
+    audit_pairs: int | None = None
     history_dir: str | None = None
     options: dict = field(default_factory=dict)
 
