@@ -107,7 +107,17 @@ COLLECT_JS = r"""
   imgs.forEach(i => { i.loading = 'eager'; });
   await within(Promise.all(imgs.map(i => i.decode().catch(() => null))), 20000);
   out.images = imgs.map(i => ({src: i.getAttribute('src'), url: i.currentSrc || i.src, complete: i.complete,
-                               naturalWidth: i.naturalWidth}));
+                               naturalWidth: i.naturalWidth, alt: i.getAttribute('alt') || ''}));
+  // Dropdowns (solutions, reproduction details, hidden code): each must open and show content.
+  const dropdowns = Array.from(document.querySelectorAll('details'));
+  out.dropdowns = dropdowns.map(d => {
+    const was = d.open;
+    d.open = true;
+    const body = Array.from(d.children).filter(c => c.tagName !== 'SUMMARY');
+    const shown = d.open && body.some(c => c.getBoundingClientRect().height > 0);
+    d.open = was;
+    return {summary: (d.querySelector('summary') || {}).textContent?.trim().slice(0, 80) || '', shown};
+  });
   out.links = Array.from(document.querySelectorAll('a[href], link[href]'))
                    .map(a => ({href: a.getAttribute('href'), url: a.href}));
   out.ids = Array.from(document.querySelectorAll('[id], a[name]')).map(e => e.id || e.getAttribute('name'));
@@ -272,6 +282,14 @@ def check_page(doc, site, browser):
             continue
         if not img["complete"] or img["naturalWidth"] == 0:
             problems.append(f"image does not display (naturalWidth 0): src={(src or '')[:100]!r}")
+        alt = img["alt"].strip()
+        if not alt or alt.endswith((".png", ".svg", ".jpg")) or alt == src:
+            problems.append(f"image without alt text (a file name is not one): src={(src or '')[:100]!r}")
+
+    # Dropdowns.
+    for d in report["dropdowns"]:
+        if not d["shown"]:
+            problems.append(f"dropdown {d['summary']!r} does not show its content when opened")
 
     # Internal links.
     seen = set()
