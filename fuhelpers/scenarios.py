@@ -27,6 +27,8 @@ from .federation import Federation, Request
 # ``"domain"`` (FOUL's: every client of one domain is forgotten) is built by
 # :func:`fuhelpers.experiments.setting.build_task`.
 SCENARIOS = ("iid", "dirichlet", "categorical", "backdoor", "domain")
+SCENARIO_LABELS = {"iid": "client, IID", "dirichlet": "client, Dirichlet", "categorical": "categorical",
+                   "backdoor": "backdoor", "domain": "domain"}   # what readers see in plots and tables
 SETTINGS = SCENARIOS[:4]
 # what each scenario's forgetting is judged on (NFS is computed on it). The attack enters through its AUC, not
 # its accuracy: the accuracy thresholds at a level fitted on each model's retain losses, so it moves with how far a

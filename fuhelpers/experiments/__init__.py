@@ -16,7 +16,7 @@ From the command line::
 from __future__ import annotations
 
 from . import records
-from .measures import MEASURES, measure
+from .measures import MEASURE_LABELS, MEASURES, measure
 from .methods import DEFAULTS, METHODS, Method, Variant, classifier_head, options
 from .registry import EXPERIMENTS, TUNING_SEED, Experiment, Scale, get
 from .runner import run
@@ -30,7 +30,7 @@ def load(name: str, scale: str, root=None) -> list[dict]:
     return records.load_all(name, scale, root)
 
 
-__all__ = ["DEFAULTS", "EXPERIMENTS", "Experiment", "MEASURES", "METHODS", "Method", "Prepared", "Scale", "Setting",
+__all__ = ["DEFAULTS", "EXPERIMENTS", "Experiment", "MEASURE_LABELS", "MEASURES", "METHODS", "Method", "Prepared", "Scale", "Setting",
            "TUNING_SEED", "Variant", "build_task", "classifier_head", "frame", "get", "load", "mean_curves",
            "measure", "options", "overall_ranking", "paired_better", "prepare", "rank_table", "ranking",
            "record_means", "record_table", "records", "run", "summaries", "summary"]

@@ -16,6 +16,9 @@ from ..cost import MB, Cost
 from .setting import Prepared
 
 MEASURES = ("retain_acc", "forget_acc", "test_acc", "mia_acc", "mia_auc", "target_acc", "asr", "backdoor_acc")
+MEASURE_LABELS = {"retain_acc": "retain accuracy", "forget_acc": "forget accuracy", "test_acc": "test accuracy",
+                  "mia_acc": "attack accuracy", "mia_auc": "attack AUC", "target_acc": "forgotten-class accuracy",
+                  "asr": "attack success", "backdoor_acc": "accuracy on triggered images"}  # for plots and tables
 GAP_KEYS = ("retain_acc", "forget_acc", "test_acc", "mia_auc")  # NoT's average gap, with the attack's AUC
 COSTS = ("seconds", "rounds", "comm_mb", "flops")
 # where the forgetting shows, per scenario: the privacy side of the privacy-utility plot
