@@ -11,6 +11,7 @@ from .device import seed_everything, set_threads, try_gpu
 from .federation import Federation, Request
 from .fl import FedConfig, train
 from .history import History
+from .notebook import setup_notebook
 from .progress import progress
 
 __version__ = "0.1.0"
@@ -18,5 +19,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Cost", "FedConfig", "Federation", "History", "Request", "cost", "curvature", "data",
     "device", "federation", "fl", "history", "metrics", "models", "partition", "progress", "results",
-    "scenarios", "seed_everything", "set_threads", "train", "try_gpu", "unlearn",
+    "scenarios", "seed_everything", "set_threads", "setup_notebook", "train", "try_gpu", "unlearn",
 ]
