@@ -200,3 +200,25 @@ def test_reference_federations_differ_from_the_federation_only_in_the_forgotten_
     assert np.array_equal(again.conf, refs.conf) and again.cost == refs.cost
     with pytest.raises(ValueError, match="other candidates"):
         audit.load_or_train(p, 4, 40, path)
+
+
+def test_reference_federations_resume_where_a_stopped_run_left_them(tmp_path, monkeypatch):
+    p = prepare("iid", TINY, seed=0, record_history=False)
+    whole = audit.train_references(p, 4, pairs=30, show_progress=False)
+    calls, real_train = [], audit.reference.train
+
+    def stop_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt("the session ended")
+        calls.append(1)
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(audit.reference, "train", stop_after_two)
+    path = tmp_path / "refs.npz"
+    with pytest.raises(KeyboardInterrupt):
+        audit.load_or_train(p, 4, 30, path)
+    assert not path.exists() and len(np.load(tmp_path / "refs.partial.npz")["conf"]) == 2
+    monkeypatch.setattr(audit.reference, "train", real_train)
+    resumed = audit.load_or_train(p, 4, 30, path)
+    assert np.array_equal(resumed.conf, whole.conf) and np.array_equal(resumed.population_prob, whole.population_prob)
+    assert resumed.cost.rounds == whole.cost.rounds and not (tmp_path / "refs.partial.npz").exists()

@@ -95,15 +95,23 @@ def reference_clients(p, cands, inside: np.ndarray) -> list:
             for c, data in enumerate(p.federation.clients)]
 
 
-def train_references(p, num_refs: int, pairs: int | None = None, *, show_progress: bool | None = None) -> References:
+def train_references(p, num_refs: int, pairs: int | None = None, *, partial=None,
+                     show_progress: bool | None = None) -> References:
     """Train ``num_refs`` reference federations for the prepared run ``p`` and score the candidates.
 
-    Each uses ``p``'s FedAvg configuration with its own seed and initialisation (``derive_seed(seed, r)``).
+    Each uses ``p``'s FedAvg configuration with its own seed and initialisation (``derive_seed(seed, 17, r)``).
+    With ``partial`` (a path), the scores are saved there after every federation, and a run stopped halfway
+    continues from the federations already there (same seeds, so the same numbers as an uninterrupted run).
     """
     cands, is_forget, population = candidates(p, pairs)
     ref_in = attacks.balanced_masks(num_refs, len(cands), seed=derive_seed(p.seed, 17))
     conf, prob, pop_prob, cost = [], [], [], Cost()
-    for r in progress(range(num_refs), desc="reference federations", enabled=show_progress):
+    if partial is not None and Path(partial).exists():
+        arrays, cost = _read(partial)
+        if not (np.array_equal(arrays["ref_in"], ref_in) and np.array_equal(arrays["is_forget"], is_forget)):
+            raise ValueError(f"{partial} holds reference scores of other candidates; delete it to retrain")
+        conf, prob, pop_prob = (list(arrays[k]) for k in ("conf", "prob", "population_prob"))
+    for r in progress(range(len(conf), num_refs), desc="reference federations", enabled=show_progress):
         seed = derive_seed(p.seed, 17, r) % 2**31
         torch.manual_seed(seed)
         net = models.model_for(p.federation.clients[0], p.setting.arch, **p.setting.arch_kwargs).to(p.device)
@@ -115,23 +123,34 @@ def train_references(p, num_refs: int, pairs: int | None = None, *, show_progres
         conf.append(c)
         prob.append(pr)
         pop_prob.append(scores(net, population, p.device)[1])
+        if partial is not None:
+            References(cands, is_forget, population, ref_in, np.array(conf), np.array(prob), np.array(pop_prob),
+                       cost).save(partial)
     return References(cands, is_forget, population, ref_in, np.array(conf), np.array(prob), np.array(pop_prob), cost)
 
 
+def _read(path) -> tuple[dict, Cost]:
+    with np.load(path) as z:
+        return {k: z[k] for k in References.ARRAYS}, Cost(**json.loads(str(z["cost"])))
+
+
 def load_or_train(p, num_refs: int, pairs: int | None, path) -> References:
-    """:func:`train_references`, or its scores read back from ``path`` (written on first use)."""
+    """:func:`train_references`, or its scores read back from ``path`` (written on first use).
+
+    While training, ``<path>.partial.npz`` holds the federations finished so far (a stopped run resumes there).
+    """
     path = Path(path)
-    if path.exists():
-        cands, is_forget, population = candidates(p, pairs)
-        with np.load(path) as z:
-            arrays = {k: z[k] for k in References.ARRAYS}
-            cost = Cost(**json.loads(str(z["cost"])))
-        if arrays["ref_in"].shape != (num_refs, len(cands)) or not np.array_equal(arrays.pop("is_forget"), is_forget):
-            raise ValueError(f"{path} holds reference scores of other candidates; delete it to retrain")
-        return References(cands, is_forget, population, cost=cost, **arrays)
-    refs = train_references(p, num_refs, pairs)
-    refs.save(path)
-    return refs
+    if not path.exists():
+        partial = path.with_name(path.stem + ".partial.npz")
+        refs = train_references(p, num_refs, pairs, partial=partial)
+        refs.save(path)
+        partial.unlink(missing_ok=True)
+        return refs
+    cands, is_forget, population = candidates(p, pairs)
+    arrays, cost = _read(path)
+    if arrays["ref_in"].shape != (num_refs, len(cands)) or not np.array_equal(arrays.pop("is_forget"), is_forget):
+        raise ValueError(f"{path} holds reference scores of other candidates; delete it to retrain")
+    return References(cands, is_forget, population, cost=cost, **arrays)
 
 
 def scores(model, data, device) -> tuple[np.ndarray, np.ndarray]:
