@@ -57,7 +57,10 @@ def show(name: str, scale: str, root=None) -> str:
         lines.append(f"  seed {r['seed']}: {state}")
     summ = summaries([r for r in found])
     if summ:
-        lines.append(record_table(summ, ["test_acc", "forget_acc", "avg_gap"], scale=100, digits=1).to_string())
+        audited = any("lira_auc" in m for rec in summ.values() for m in rec["methods"].values())
+        percent = ["test_acc", "forget_acc"] + (["lira_auc", "lira_tpr_1pct"] if audited else [])
+        lines.append(record_table(summ, percent, scale=100, digits=1)   # accuracies in %, the gap in points
+                     .join(record_table(summ, ["avg_gap"], digits=2)).to_string())
     return "\n".join(lines)
 
 
