@@ -94,17 +94,19 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     p = prepare(scenario_of(scenario), setting, seed, record_history=needs_history(todo), device=device)
     if setting.audit_refs:
         bar.set_postfix_str(f"seed {seed}, {scenario}: reference federations of the audit")
-        _references(p, records.path(exp.name, scale, seed, root).parent / "audit" /
-                    f"seed{seed}_{scenario.replace('/', '-')}_{fp}.npz", entry)
-    original = _measure(p, p.model, "original", entry)
+        p.cache["audit"] = audit.load_or_train(p, setting.audit_refs, setting.audit_pairs,
+                                               records.path(exp.name, scale, seed, root).parent / "audit" /
+                                               f"seed{seed}_{scenario.replace('/', '-')}_{fp}.npz")
+    original, details = _measure(p, p.model)
     if "original" in entry["measures"] and entry["measures"]["original"] != original:
         warnings.warn(f"seed {seed}, {scenario}: the starting point measures differently from the stored one "
                       "(another machine or commit); this scenario starts over", stacklevel=2)
-        audited = entry.get("audit")
         entry = record["scenarios"][scenario] = records.new_scenario(fp, config)
-        if audited:
-            entry["audit"] = {**audited, "details": {"original": audited["details"]["original"]}}
         todo = variants
+    if "audit" in p.cache:  # what the record keeps of the reference federations; details per audited model
+        entry["audit"] = {**_describe(p.cache["audit"]), "details": entry.get("audit", {}).get("details", {})}
+        if details is not None:
+            entry["audit"]["details"]["original"] = details
     entry["measures"]["original"], entry["costs"]["original"] = original, dataclasses.asdict(p.pretrain_cost)
     entry["commits"].setdefault("original", this_run["git_commit"])
     bar.update(1 + len(variants) - len(todo))
@@ -115,7 +117,9 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
             entry["skipped"][v.name] = reason
         else:
             u = run_variant(p, v)
-            entry["measures"][v.name] = _measure(p, u.model, v.name, entry)
+            entry["measures"][v.name], details = _measure(p, u.model)
+            if details is not None:
+                entry["audit"]["details"][v.name] = details
             entry["costs"][v.name] = dataclasses.asdict(u.cost)
             entry["commits"][v.name] = this_run["git_commit"]
             if u.log:
@@ -126,7 +130,9 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
             start = l2u_start_name(options(p, "foul", v)) if v.method == "foul" else None
             if start and start not in entry["measures"]:  # FOUL starts from its own model, pre-trained like the original
                 net, learned = l2u_start(p, options(p, "foul", v))
-                entry["measures"][start] = _measure(p, net, start, entry)
+                entry["measures"][start], details = _measure(p, net)
+                if details is not None:
+                    entry["audit"]["details"][start] = details
                 entry["costs"][start] = dataclasses.asdict(learned.cost)
                 entry["commits"][start] = this_run["git_commit"]
         entry["wall_seconds"] += time.perf_counter() - started
@@ -138,25 +144,21 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     entry["wall_seconds"] += time.perf_counter() - started
 
 
-def _references(p, cache, entry: dict) -> None:
-    """Reference federations of the audit (read from ``cache`` when there), kept in ``p.cache["audit"]``."""
-    refs = audit.load_or_train(p, p.setting.audit_refs, p.setting.audit_pairs, cache)
-    p.cache["audit"] = refs
-    entry.setdefault("audit", {"details": {}})
-    entry["audit"].update(references=int(refs.ref_in.shape[0]), forget=int(refs.is_forget.sum()),
-                          held_out=int((~refs.is_forget).sum()), population=len(refs.population),
-                          cost=dataclasses.asdict(refs.cost))
+def _describe(refs) -> dict:
+    """What the record keeps of the audit's reference federations: their number, the candidates, their cost."""
+    return {"references": int(refs.ref_in.shape[0]), "forget": int(refs.is_forget.sum()),
+            "held_out": int((~refs.is_forget).sum()), "population": len(refs.population),
+            "cost": dataclasses.asdict(refs.cost)}
 
 
-def _measure(p, model, name: str, entry: dict) -> dict:
-    """:func:`measure`, and with reference federations the audit's measures (its intervals and ROC in ``entry``)."""
+def _measure(p, model) -> tuple[dict, dict | None]:
+    """:func:`measure`, plus the audit's measures with reference federations; and the audit's details or None."""
     m = measure(p, model)
     refs = p.cache.get("audit")
-    if refs is not None and not m["diverged"]:
-        found, details = audit.audit(model, refs, p.device, seed=p.seed)
-        m.update(found)
-        entry["audit"]["details"][name] = details
-    return _plain(m)
+    if refs is None or m["diverged"]:
+        return _plain(m), None
+    found, details = audit.audit(model, refs, p.device, seed=p.seed)
+    return _plain({**m, **found}), details
 
 
 def derive_rows(p, entry: dict) -> dict:
