@@ -5,9 +5,9 @@
 """
 from .attacks import FPRS, balanced_masks, evaluate, fpr_key, lira, logit_confidence, rmia, roc_points, tpr_at_fpr, \
     true_class_probability
-from .reference import ATTACK_LABELS, ATTACKS, References, attack_scores, audit, candidates, load_or_train, \
+from .reference import ATTACKS, References, attack_scores, audit, candidates, load_or_train, \
     train_references
 
-__all__ = ["ATTACKS", "ATTACK_LABELS", "FPRS", "References", "attack_scores", "audit", "balanced_masks", "candidates",
+__all__ = ["ATTACKS", "FPRS", "References", "attack_scores", "audit", "balanced_masks", "candidates",
            "evaluate", "fpr_key", "lira", "load_or_train", "logit_confidence", "rmia", "roc_points", "tpr_at_fpr",
            "train_references", "true_class_probability"]

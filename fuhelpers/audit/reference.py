@@ -28,8 +28,7 @@ from ..progress import progress
 from . import attacks
 
 ATTACKS = ("lira", "lira_offline", "lira_fixed", "rmia", "loss")
-ATTACK_LABELS = {"lira": "LiRA (online)", "lira_offline": "LiRA (offline)", "lira_fixed": "LiRA (fixed variance)",
-                 "rmia": "RMIA (offline)", "loss": "loss threshold"}
+
 
 
 @dataclass
@@ -107,8 +106,8 @@ def train_references(p, num_refs: int, pairs: int | None = None, *, partial=None
     ref_in = attacks.balanced_masks(num_refs, len(cands), seed=derive_seed(p.seed, 17))
     conf, prob, pop_prob, cost = [], [], [], Cost()
     if partial is not None and Path(partial).exists():
-        arrays, cost = _read(partial)
-        if not (np.array_equal(arrays["ref_in"], ref_in) and np.array_equal(arrays["is_forget"], is_forget)):
+        arrays, cost = _read(partial, ref_in.shape, is_forget)
+        if not np.array_equal(arrays["ref_in"], ref_in):
             raise ValueError(f"{partial} holds reference scores of other candidates; delete it to retrain")
         conf, prob, pop_prob = (list(arrays[k]) for k in ("conf", "prob", "population_prob"))
     for r in progress(range(len(conf), num_refs), desc="reference federations", enabled=show_progress):
@@ -129,9 +128,13 @@ def train_references(p, num_refs: int, pairs: int | None = None, *, partial=None
     return References(cands, is_forget, population, ref_in, np.array(conf), np.array(prob), np.array(pop_prob), cost)
 
 
-def _read(path) -> tuple[dict, Cost]:
+def _read(path, shape, is_forget) -> tuple[dict, Cost]:
+    """Cached scores and cost, checked against the candidates they must belong to."""
     with np.load(path) as z:
-        return {k: z[k] for k in References.ARRAYS}, Cost(**json.loads(str(z["cost"])))
+        arrays, cost = {k: z[k] for k in References.ARRAYS}, Cost(**json.loads(str(z["cost"])))
+    if arrays["ref_in"].shape != shape or not np.array_equal(arrays.pop("is_forget"), is_forget):
+        raise ValueError(f"{path} holds reference scores of other candidates; delete it to retrain")
+    return arrays, cost
 
 
 def load_or_train(p, num_refs: int, pairs: int | None, path) -> References:
@@ -147,9 +150,7 @@ def load_or_train(p, num_refs: int, pairs: int | None, path) -> References:
         partial.unlink(missing_ok=True)
         return refs
     cands, is_forget, population = candidates(p, pairs)
-    arrays, cost = _read(path)
-    if arrays["ref_in"].shape != (num_refs, len(cands)) or not np.array_equal(arrays.pop("is_forget"), is_forget):
-        raise ValueError(f"{path} holds reference scores of other candidates; delete it to retrain")
+    arrays, cost = _read(path, (num_refs, len(cands)), is_forget)
     return References(cands, is_forget, population, cost=cost, **arrays)
 
 
