@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export FUHELPERS_PROGRESS ?= 0
 
-.PHONY: book test unit nbval smoke browser clean execute
+.PHONY: book test unit nbval smoke browser clean execute colab-pin
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,11 @@ execute: $(STAMP)
 	  $(VENV)/bin/jupyter execute --inplace --timeout=900 _build/executed/$$(basename $$nb) || exit 1; \
 	done
 	cp _build/executed/*.ipynb notebooks/
+
+# Pin the package revision the chapters install on Colab to the current commit (commit the package first, then
+# commit what this rewrites: pyproject.toml and the chapters' setup cells). See book/colab.py.
+colab-pin: $(STAMP)
+	$(PY) book/colab.py --pin
 
 # Throughput of FedAvg on full Fashion-MNIST (10 IID clients x 6000, MnistCNN, batch 32): plain PyTorch fp32 vs
 # fl.train fp32 vs fl.train bf16, alternating in one process, plus the matmul peak and accuracy over 3 seeds.

@@ -2,6 +2,9 @@
 
 Execution itself is checked by nbval (``make nbval``) and by the book build; these tests are fast.
 """
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -10,6 +13,9 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "book"))
+import colab  # noqa: E402  (book/colab.py: the Colab install line)
+
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 
 
@@ -80,3 +86,26 @@ def test_sanitizer_equates_rounding_errors_and_column_widths_only():
         assert sanitized(a) != sanitized(b), (a, b)
     # table columns aligned to another width compare equal
     assert sanitized("a    1.5\nbb   2.5") == sanitized("a 1.5\nbb 2.5")
+
+
+def _git(*args) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_colab_installs_the_configured_revision(path):
+    # one place (pyproject's colab_revision, _config.yml's repository) decides what every chapter installs
+    source = colab.setup_cell(nbformat.read(path, 4)).source
+    assert re.fullmatch(r"[0-9a-f]{40}", colab.revision())
+    assert colab.SPEC.findall(source) == [f'"{colab.spec()}"'], "run: python book/colab.py"
+    assert "google.colab" in source
+
+
+def test_colab_revision_holds_the_package_of_this_commit():
+    # a reader on Colab gets the package these outputs were checked against
+    if not (ROOT / ".git").exists() or _git("rev-parse", "--is-shallow-repository") == "true":
+        pytest.skip("needs the repository's history")
+    rev = colab.revision()
+    assert _git("cat-file", "-t", rev) == "commit"
+    assert _git("rev-parse", f"{rev}:fuhelpers") == _git("rev-parse", "HEAD:fuhelpers"), \
+        "the package changed since the pinned revision: commit it, then `make colab-pin` and commit"

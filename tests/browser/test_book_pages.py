@@ -324,8 +324,15 @@ def check_page(doc, site, browser):
 
 
 def screenshot(doc, browser, height):
-    """A PNG of the page, 1280 px wide and as tall as the page (at most MAX_SHOT_HEIGHT)."""
+    """Two PNGs of the page, 1280 px wide: the first screen a reader sees (900 px tall, ``<page>.first.png``) and
+    the whole page (at most MAX_SHOT_HEIGHT, ``<page>.png``); returns the latter's path."""
     SHOTS.mkdir(parents=True, exist_ok=True)
+    name = doc.replace("/", "__")
+    # as a reader first sees it: at the top, the dropdowns the checks opened closed again
+    browser.evaluate(browser.page, "document.querySelectorAll('details[open]').forEach(d => { d.open = false; });"
+                                   " window.scrollTo(0, 0); new Promise(r => requestAnimationFrame(r))")
+    first = browser.call("Page.captureScreenshot", {"format": "png"}, session=browser.page, timeout=60)
+    (SHOTS / f"{name}.first.png").write_bytes(base64.b64decode(first["data"]))
     h = max(900, min(height or 900, MAX_SHOT_HEIGHT))
     metrics = {"width": 1280, "deviceScaleFactor": 1, "mobile": False}
     browser.call("Emulation.setDeviceMetricsOverride", {**metrics, "height": h}, session=browser.page)
@@ -334,7 +341,7 @@ def screenshot(doc, browser, height):
         shot = browser.call("Page.captureScreenshot", {"format": "png"}, session=browser.page, timeout=60)
     finally:
         browser.call("Emulation.setDeviceMetricsOverride", {**metrics, "height": 900}, session=browser.page)
-    out = SHOTS / (doc.replace("/", "__") + ".png")
+    out = SHOTS / f"{name}.png"
     out.write_bytes(base64.b64decode(shot["data"]))
     return out
 
