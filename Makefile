@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export FUHELPERS_PROGRESS ?= 0
 
-.PHONY: book test unit nbval smoke browser clean execute colab-pin
+.PHONY: book test unit nbval smoke browser clean execute colab-pin flower
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ book: $(STAMP)
 test: unit nbval
 
 unit: $(STAMP)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --ignore=tests/flower
 
 # nbval re-executes each committed notebook and compares its text outputs, except in cells tagged
 # nbval-ignore-output: those print numbers of seeded training, which depend on the CPU's rounding (another CPU,
@@ -69,6 +69,17 @@ execute: $(STAMP)
 	  $(VENV)/bin/jupyter execute --inplace --timeout=900 _build/executed/$$(basename $$nb) || exit 1; \
 	done
 	cp _build/executed/*.ipynb notebooks/
+
+# The Flower adapter (fuhelpers.flower): installs the extra into the same environment (torch pinned in the same
+# pip call), then checks that Flower's simulation gives the in-process weights and that a loopback deployment
+# serves an unlearning request. Part of CI (.ci/run), not of `make test`.
+FLOWER_STAMP := $(VENV)/.flower-installed
+$(FLOWER_STAMP): $(STAMP) requirements-flower.txt
+	$(PY) -m pip install -q -r requirements.txt -r requirements-flower.txt
+	touch $(FLOWER_STAMP)
+
+flower: $(FLOWER_STAMP)
+	$(PY) -m pytest -p no:cacheprovider tests/flower
 
 # Pin the package revision the chapters install on Colab to the current commit (commit the package first, then
 # commit what this rewrites: pyproject.toml and the chapters' setup cells). See book/colab.py.

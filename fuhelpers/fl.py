@@ -12,11 +12,19 @@ Same seed on CPU -> same weights: client sampling and batch order come from
 generators derived from ``(seed, round, client)``, never from global state.
 Local training runs in fp32 unless ``FedConfig.precision`` asks for the
 bfloat16 fast path (:mod:`fuhelpers.precision`).
+
+Where the clients train is a *client runtime*: by default this process, one
+client after another (:class:`InProcess`); inside ``with client_runtime(r):``
+every round of every method (FedAvg, Retrain, FT, NoT's recovery, FedEraser's
+calibration, TIS's targeted retraining) is sent to ``r`` instead, e.g. to
+Flower's clients (:mod:`fuhelpers.flower`). The server's code is the same.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -211,6 +219,75 @@ def flops_per_sample(model: nn.Module, data, batch_size: int, device: torch.devi
     return train_flops_per_sample(model, xb, yb)
 
 
+@dataclass
+class Trained:
+    """One client's answer to a round: its trained state, the samples it processed, its FLOPs per sample."""
+
+    state: State
+    seen: int
+    flops_per_sample: float
+
+
+class ClientRuntime(Protocol):
+    """Where clients train: ``train_round`` runs one round's local training of ``clients``, all from ``state``."""
+
+    def train_round(self, model: nn.Module, state: State, clients: Sequence, client_ids: Sequence[int],
+                    config: FedConfig, round_: int, device: torch.device,
+                    mask: Mapping[str, torch.Tensor] | None = None) -> list[Trained]: ...
+
+
+@dataclass
+class InProcess:
+    """The default runtime: every client trains here, in turn, with ``local_trainer`` (default :func:`local_train`)."""
+
+    local_trainer: Callable | None = None
+
+    def train_round(self, model, state, clients, client_ids, config, round_, device, mask=None) -> list[Trained]:
+        trainer = local_train if self.local_trainer is None else self.local_trainer
+        out = []
+        for data, cid in zip(clients, client_ids):
+            model.load_state_dict(state)
+            gen = torch.Generator().manual_seed(derive_seed(config.seed, round_, cid))
+            seen = trainer(model, data, config, gen, device, mask)
+            out.append(Trained(state_copy(model), seen, flops_per_sample(model, data, config.batch_size, device)))
+        return out
+
+
+_RUNTIME: ContextVar[ClientRuntime | None] = ContextVar("fuhelpers_client_runtime", default=None)
+
+
+@contextmanager
+def client_runtime(runtime: ClientRuntime):
+    """Send every client's local training inside the block to ``runtime`` (e.g. Flower's clients)."""
+    token = _RUNTIME.set(runtime)
+    try:
+        yield runtime
+    finally:
+        _RUNTIME.reset(token)
+
+
+def active_runtime() -> ClientRuntime | None:
+    """The runtime set by :func:`client_runtime`, or None when clients train in this process."""
+    return _RUNTIME.get()
+
+
+def train_round(model: nn.Module, state: State, clients: Sequence, client_ids: Sequence[int], config: FedConfig,
+                round_: int, device: torch.device, mask: Mapping[str, torch.Tensor] | None = None,
+                local_trainer: Callable | None = None) -> list[Trained]:
+    """One round of local training of ``clients`` (global ids ``client_ids``), each starting from ``state``.
+
+    Client ``c`` of round ``t`` draws its batches from ``derive_seed(config.seed, t, c)``, wherever it runs.
+    ``model`` is scratch space (its state is overwritten). A custom ``local_trainer`` runs in process only.
+    """
+    runtime = active_runtime()
+    if runtime is None:
+        return InProcess(local_trainer).train_round(model, state, clients, client_ids, config, round_, device, mask)
+    if local_trainer is not None:
+        raise ValueError(f"a custom local trainer ({getattr(local_trainer, '__name__', local_trainer)}) runs in "
+                         f"this process only, not on {type(runtime).__name__}")
+    return runtime.train_round(model, state, clients, client_ids, config, round_, device, mask)
+
+
 def _sample_clients(sizes: Sequence[int], config: FedConfig, t: int) -> list[int]:
     nonempty = [c for c, n in enumerate(sizes) if n > 0]
     if not nonempty:
@@ -273,7 +350,6 @@ def train(
     """
     device = resolve_device(device, model)
     model.to(device)
-    trainer = local_train if local_trainer is None else local_trainer
     ids = list(range(len(clients))) if client_ids is None else list(client_ids)
     if len(ids) != len(clients):
         raise ValueError(f"{len(clients)} clients but {len(ids)} client_ids")
@@ -292,19 +368,15 @@ def train(
             chosen = _sample_clients(sizes, config, t)
             global_state = state_copy(model)
             payload = tensor_bytes(global_state[n] for n in names)
-            uploads = []
             if history is not None:
                 history.add_round([ids[c] for c in chosen], {ids[c]: sizes[c] for c in chosen})
-            for c in chosen:
-                model.load_state_dict(global_state)
-                gen = torch.Generator().manual_seed(derive_seed(config.seed, t, ids[c]))
-                seen = trainer(model, clients[c], config, gen, device, mask)
-                cost.add_compute(seen, flops_per_sample(model, clients[c], config.batch_size, device))
-                upload = state_copy(model)
-                uploads.append(upload)
+            trained = train_round(model, global_state, [clients[c] for c in chosen], [ids[c] for c in chosen],
+                                  config, t, device, mask, local_trainer)
+            for c, done in zip(chosen, trained):
+                cost.add_compute(done.seen, done.flops_per_sample)
                 if history is not None:
-                    history.add_upload(ids[c], upload)
-            model.load_state_dict(fedavg(uploads, [sizes[c] for c in chosen]))
+                    history.add_upload(ids[c], done.state)
+            model.load_state_dict(fedavg([done.state for done in trained], [sizes[c] for c in chosen]))
             cost.add_round(clients=len(chosen), down=payload)  # the model out, the trained model back
             if history is not None:
                 history.add_global(state_copy(model))

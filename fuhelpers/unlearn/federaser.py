@@ -49,7 +49,7 @@ from torch import nn
 
 from ..cost import Cost, stopwatch, tensor_bytes
 from ..device import resolve_device
-from ..fl import FedConfig, derive_seed, fedavg, flops_per_sample, local_train, payload_names, state_copy
+from ..fl import FedConfig, fedavg, payload_names, train_round
 from ..history import History
 from ..progress import progress as progress_bar
 from .base import Unlearned, require
@@ -158,21 +158,17 @@ def rescale_update(stored: torch.Tensor, calibrated: torch.Tensor, keep: str = "
     return (length.double().norm() / direction_norm * direction.double()).to(direction.dtype)
 
 
-def _calibrated_upload(model: nn.Module, start: State, stored: State, previous: State, data, config: FedConfig,
-                       round_: int, client: int, keep: str, device: torch.device) -> tuple[State, int]:
-    """Calibration training of one client from ``start``; returns its rescaled upload and samples seen."""
-    model.load_state_dict(start)
-    gen = torch.Generator().manual_seed(derive_seed(config.seed, round_, client))
-    seen = local_train(model, data, config, gen, device)
-    calibrated = state_copy(model)
+def _rescaled_upload(start: State, calibrated: State, stored: State, previous: State, keep: str,
+                     device: torch.device) -> State:
+    """A client's calibrated upload: from ``start``, its stored update rescaled by its calibration update."""
     upload = {}
     for key, value in calibrated.items():
         if not value.is_floating_point():
             upload[key] = value
             continue
         stored_update = stored[key].to(device) - previous[key].to(device)
-        upload[key] = start[key] + rescale_update(stored_update, value - start[key], keep)
-    return upload, seen
+        upload[key] = start[key] + rescale_update(stored_update, value.to(device) - start[key], keep)
+    return upload
 
 
 def _stored_uploads(history: History, t: int, clients: Sequence[int], device: torch.device) -> list[State]:
@@ -241,12 +237,12 @@ def calibrate(
                 uploads = _stored_uploads(history, t, chosen, device)
             else:
                 previous = history.global_model(t - 1)
-                uploads = []
-                for c in chosen:
-                    upload, seen = _calibrated_upload(model, state, history.upload(t, c), previous, data_of[c],
-                                                      cal_config, t, c, config.keep, device)
-                    uploads.append(upload)
-                    out.cost.add_compute(seen, flops_per_sample(model, data_of[c], cal_config.batch_size, device))
+                # calibration training: every retained client of round t, from the calibrated global model
+                trained = train_round(model, state, [data_of[c] for c in chosen], chosen, cal_config, t, device)
+                uploads = [_rescaled_upload(state, done.state, history.upload(t, c), previous, config.keep, device)
+                           for c, done in zip(chosen, trained)]
+                for done in trained:
+                    out.cost.add_compute(done.seen, done.flops_per_sample)
                 payload = tensor_bytes(state[n] for n in names)
                 out.cost.add_round(clients=len(chosen), down=payload)
             state = fedavg(uploads, weights)

@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from ..cost import Cost, stopwatch, tensor_bytes
 from ..curvature import METHODS as CURVATURES
 from ..curvature import curvature_flops_per_sample, hessian_diagonal
-from ..fl import FedConfig, FedResult, derive_seed, payload_names, train
+from ..fl import FedConfig, FedResult, active_runtime, derive_seed, payload_names, train
 from .base import Unlearned, require
 from .reset import RESET_VALUES, apply_reset_, reset_storage_bytes
 
@@ -77,8 +77,8 @@ def client_curvatures(model: nn.Module, federation, request, method: str = "ggn_
                       seed: int = 0, **kwargs) -> list[ClientCurvature]:
     """Each client's Hessian diagonals on its forget and retain parts (Eq. 29).
 
-    In a deployment every client computes these on its own data; here they are
-    computed in turn on this machine.
+    Each client computes these on its own data (:func:`client_curvature`): here, in turn, or, inside
+    :func:`fuhelpers.fl.client_runtime`, on the runtime's clients (Flower's answer a query).
 
     Parameters
     ----------
@@ -99,16 +99,22 @@ def client_curvatures(model: nn.Module, federation, request, method: str = "ggn_
     list of ClientCurvature
         One per client, in client-id order (empty clients included, with None diagonals).
     """
-    out = []
-    for c, data in enumerate(federation.clients):
-        forget = federation.forget_mask(c, request)  # (N_c,) bool
-        parts = {}
-        for part, mask in (("forget", forget), ("retain", ~forget)):
-            part_seed = derive_seed(seed, c, int(part == "forget"))
-            parts[part] = (hessian_diagonal(model, data.subset(mask), method, seed=part_seed, **kwargs)
-                           if mask.any() else None)
-        out.append(ClientCurvature(c, int(forget.sum()), int((~forget).sum()), parts["forget"], parts["retain"]))
-    return out
+    runtime = active_runtime()
+    if runtime is not None:
+        return runtime.client_curvatures(model, federation.num_clients, request, method, seed=seed, **kwargs)
+    return [client_curvature(model, data, federation.forget_mask(c, request), c, method, seed=seed, **kwargs)
+            for c, data in enumerate(federation.clients)]
+
+
+def client_curvature(model: nn.Module, data, forget: Tensor, client: int, method: str = "ggn_exact", *,
+                     seed: int = 0, **kwargs) -> ClientCurvature:
+    """One client's answer (Eq. 29): diagonals on its forget part (``forget``, (N_c,) bool) and its retain part."""
+    parts = {}
+    for part, mask in (("forget", forget), ("retain", ~forget)):
+        part_seed = derive_seed(seed, client, int(part == "forget"))
+        parts[part] = (hessian_diagonal(model, data.subset(mask), method, seed=part_seed, **kwargs)
+                       if mask.any() else None)
+    return ClientCurvature(client, int(forget.sum()), int((~forget).sum()), parts["forget"], parts["retain"])
 
 
 def aggregate(curvatures: list[ClientCurvature]) -> tuple[Diagonal, Diagonal]:
