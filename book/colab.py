@@ -22,7 +22,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = ROOT / "pyproject.toml"
 REVISION_LINE = re.compile(r'^colab_revision = "([0-9a-f]*)"$', re.M)
-SPEC = re.compile(r'"(?:fuhelpers @ )?git\+https://[^"]*"')   # the install argument in a setup cell
+# the install argument in a setup cell; a chapter may ask for extras, e.g. "fuhelpers[flower] @ git+..."
+SPEC = re.compile(r'"(?:fuhelpers(\[[\w,]*\])? @ )?git\+https://[^"]*"')
 
 
 def revision() -> str:
@@ -30,10 +31,11 @@ def revision() -> str:
     return REVISION_LINE.search(PYPROJECT.read_text()).group(1)
 
 
-def spec() -> str:
-    """The pip requirement of the setup cells: the package at the configured revision."""
+def spec(extras: str = "") -> str:
+    """The pip requirement of the setup cells: the package (with ``extras``, e.g. ``"[flower]"``) at the
+    configured revision."""
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
-    return f"fuhelpers @ git+{url}@{revision()}"
+    return f"fuhelpers{extras} @ git+{url}@{revision()}"
 
 
 def chapters() -> list[Path]:
@@ -51,7 +53,7 @@ def write_chapters() -> list[Path]:
     for path in chapters():
         nb = nbformat.read(path, 4)
         cell = setup_cell(nb)
-        new, count = SPEC.subn(f'"{spec()}"', cell.source)
+        new, count = SPEC.subn(lambda m: f'"{spec(m.group(1) or "")}"', cell.source)
         if count != 1:
             raise ValueError(f"{path.name}: expected one install line in the setup cell, found {count}")
         if new != cell.source:
