@@ -12,15 +12,13 @@ import torch
 from flwr.serverapp import ServerApp
 from flwr.simulation import run_simulation
 
-from fuhelpers import experiments as ex
 from fuhelpers import fl
-from fuhelpers.experiments.methods import run_variant
 from fuhelpers.flower import Run, client_app
 from fuhelpers.flower.server_app import serve
 
+from .conftest import SMALL, assert_same_states, in_process_states
+
 METHODS = ("retrain", "ft", "not", "federaser", "tis")
-SMALL = dict(num_clients=3, n_train=300, n_test=200, n_server=60, num_rounds=2, local_epochs=1,
-             recovery_rounds=1, options={"tis": {"retrain_rounds": 1}})
 
 
 def simulate(run: Run, monkeypatch) -> dict:
@@ -52,13 +50,7 @@ def flower_run(tmp_path_factory):
 
 def test_every_model_equals_the_in_process_one(flower_run):
     run, _, flower = flower_run
-    p = ex.prepare(run.scenario, run.setting(), run.seed)
-    local = {"original": p.model.state_dict(), **{m: run_variant(p, m).model.state_dict() for m in METHODS}}
-    assert sorted(flower) == sorted(local)
-    for name, state in local.items():
-        for key, value in state.items():
-            torch.testing.assert_close(flower[name][key], value, rtol=1e-4, atol=1e-4 * float(value.abs().max()),
-                                       msg=f"{name}: {key}")
+    assert_same_states(flower, in_process_states(run))
 
 
 def test_the_nodes_did_the_client_work(flower_run):
