@@ -11,6 +11,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# chapter 7 needs the Flower extra: `make flower` executes and checks it, `make nbval` the others
+FLOWER_NOTEBOOKS := notebooks/07_flower.ipynb
+CORE_NOTEBOOKS := $(filter-out $(FLOWER_NOTEBOOKS),$(NOTEBOOKS))
 export FUHELPERS_PROGRESS ?= 0
 
 .PHONY: book test unit nbval smoke browser clean execute colab-pin flower
@@ -41,7 +44,7 @@ nbval: $(STAMP)
 	  mode=--nbval-lax; \
 	  echo "NOTE: offline MNIST not found: notebooks run on embedded data; nbval checks execution only (--nbval-lax)."; \
 	fi; \
-	$(PY) -m pytest $$mode --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(NOTEBOOKS)
+	$(PY) -m pytest $$mode --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(CORE_NOTEBOOKS)
 
 # papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs). Not part of
 # `make test`: on a CPU it executes exactly what nbval executes; tests/test_notebooks.py checks the injection.
@@ -80,6 +83,7 @@ $(FLOWER_STAMP): $(STAMP) requirements-flower.txt
 
 flower: $(FLOWER_STAMP)
 	$(PY) -m pytest -p no:cacheprovider tests/flower
+	$(MAKE) nbval CORE_NOTEBOOKS="$(FLOWER_NOTEBOOKS)"      # chapter 7, checked like the others
 
 # Pin the package revision the chapters install on Colab to the current commit (commit the package first, then
 # commit what this rewrites: pyproject.toml and the chapters' setup cells). See book/colab.py.

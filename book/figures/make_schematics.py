@@ -102,6 +102,12 @@ SCHEMATICS = {
                        ("client", ["prepare", "data, partition,", "FedAvg original"]),
                        ("server", ["every method", "from the same model", "(Retrain first)"]),
                        ("result", ["measure and record", "one measure for all,", "one JSON per seed"])),
+    "flower": snake("On Flower: the package's server code, every client round sent as messages",
+                    ("server", ["ServerApp", "prepare + each method", "(the package's own code)"]),
+                    ("server", ["client runtime", "FlowerClients: one", "message per client"]),
+                    ("client", ["ClientApp on each node", "train / query.curvature", "on its own partition"]),
+                    ("result", ["replies by partition id", "aggregated as in process:", "the same weights"]),
+                    ("train_round", "Flower messages", "states, diagonals")),
 }
 
 if __name__ == "__main__":

@@ -96,7 +96,8 @@ class LocalFlower:
         self.home = Path(home or self._tmp.name)
         self.procs: list[subprocess.Popen] = []
         self.left: list[int] = []
-        self.env = {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(self.home),
+        plain = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "CLICOLOR_FORCE", "CLICOLOR")}
+        self.env = {**plain, **FLOWER_ENV, "NO_COLOR": "1", "TERM": "dumb", "FLWR_HOME": str(self.home),
                     "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
                     "RAY_TMPDIR": f"/tmp/fu-ray-{os.getpid()}"}    # short: Ray's socket paths have a limit
 
@@ -167,7 +168,11 @@ class LocalFlower:
         if res.returncode != 0 or not found:
             raise RuntimeError(f"flwr run failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
         listed = self.flwr("ls", "local-test", "--run-id", found.group(1), "--format", "json")
-        status = json.loads(listed.stdout)["runs"][0]
+        try:
+            status = json.loads(listed.stdout)["runs"][0]
+        except (json.JSONDecodeError, KeyError, IndexError) as e:
+            raise RuntimeError(f"flwr ls gave no run status ({e}):\n{listed.stdout[-2000:]}\n{listed.stderr[-2000:]}")
+
         if status["status"] != "finished:completed":
             raise RuntimeError(f"run {found.group(1)}: {status['status']} {status.get('status-details', '')}\n"
                                f"{res.stdout[-3000:]}")
