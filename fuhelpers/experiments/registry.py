@@ -248,7 +248,8 @@ DPUL = Experiment(
      "cpu": Scale({"backdoor": DPUL_CPU}, (0, 1, 2), "2 CPU cores; about 30 minutes per seed"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
-# wall time against the number of clients (Sec. 5.6): equal-sized clients, a short training, the VAEs of the sweeps
+# wall time against the number of clients (Sec. 5.6): the same number of images per client on average (a Dirichlet
+# split), a short training, the VAEs of the sweeps
 CLIENT_COUNTS = (5, 10, 15, 20)
 
 
