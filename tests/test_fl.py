@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from conftest import make_blobs, tiny_net
+from fuhelpers import fl
 from fuhelpers.fl import FedConfig, fedavg, train
 from fuhelpers.history import History
 
@@ -109,3 +110,39 @@ def test_log_and_empty_clients(blobs):
     assert [r["round"] for r in res.log] == [0, 1, 2]
     with pytest.raises(ValueError, match="every client is empty"):
         train(tiny_net(), [empty], FedConfig(num_rounds=1))
+
+
+class _Reversed(fl.InProcess):
+    """A runtime that trains the round's clients in reverse order (as remote clients may finish), records what it
+    is asked, and answers in the order asked."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = []
+
+    def train_round(self, model, state, clients, client_ids, config, round_, device, mask=None):
+        self.asked.append((round_, list(client_ids)))
+        done = super().train_round(model, state, clients[::-1], client_ids[::-1], config, round_, device, mask)
+        return done[::-1]
+
+
+def test_a_client_runtime_gets_every_round_and_gives_the_same_weights(blobs):
+    parts = [blobs.subset(range(a, b)) for a, b in [(0, 10), (10, 30), (30, 60)]]   # unequal sizes
+    cfg = FedConfig(num_rounds=3, local_epochs=1, batch_size=8, lr=0.1, seed=4, participation=0.67)
+    plain = train(tiny_net(), parts, cfg, progress=False).model.state_dict()
+    runtime = _Reversed()
+    with fl.client_runtime(runtime):
+        remote = train(tiny_net(), parts, cfg, client_ids=[7, 8, 9], progress=False).model.state_dict()
+    assert fl.active_runtime() is None                       # the block restores the default
+    assert [r for r, _ in runtime.asked] == [1, 2, 3]
+    assert all(len(ids) == 2 and set(ids) <= {7, 8, 9} for _, ids in runtime.asked)   # 2 of 3 sampled
+    # other client ids seed other batch orders: compare with the same ids in process
+    same_ids = train(tiny_net(), parts, cfg, client_ids=[7, 8, 9], progress=False).model.state_dict()
+    assert all(torch.equal(remote[k], same_ids[k]) for k in remote)
+    assert not all(torch.equal(plain[k], same_ids[k]) for k in plain)
+
+
+def test_a_custom_local_trainer_runs_in_process_only(blobs):
+    cfg = FedConfig(num_rounds=1, local_epochs=1, batch_size=16, seed=0)
+    with fl.client_runtime(_Reversed()), pytest.raises(ValueError, match="in this process only"):
+        train(tiny_net(), [blobs], cfg, progress=False, local_trainer=fl.local_train)
