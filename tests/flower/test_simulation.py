@@ -1,8 +1,9 @@
 """Flower's simulation runtime gives the in-process engine's weights: FedAvg and every adapted method.
 
 One simulated federation (3 nodes, a small task of the benchmark's IID scenario) trains the original model
-and serves Retrain, FT, NoT, FedEraser and TIS (with one round of targeted retraining); the same task runs
-in process; the final weights must agree to a relative tolerance of 1e-4 (on one CPU they are equal).
+and serves Retrain, FT, NoT, FedEraser and TIS (with one round of targeted retraining), and DPUL and Random
+Reset, which need no client after training; the same task runs in process; the final weights must agree to a
+relative tolerance of 1e-4 (on one CPU they are equal).
 """
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ from fuhelpers.flower.server_app import serve
 
 from .conftest import SMALL, assert_same_states, in_process_states
 
-METHODS = ("retrain", "ft", "not", "federaser", "tis")
+METHODS = ("retrain", "ft", "not", "federaser", "tis", "dpul", "random_reset")
 
 
 def simulate(run: Run, monkeypatch) -> dict:
@@ -56,9 +57,10 @@ def test_every_model_equals_the_in_process_one(flower_run):
 def test_the_nodes_did_the_client_work(flower_run):
     # messages the server must send, counted by hand (3 clients, client 0 forgotten): 3 describe; FedAvg 2 rounds
     # x 3; Retrain 2 x 2; FT 1 x 2; NoT's recovery 1 x 2; FedEraser replays round 2 with 2 clients (round 1 reuses
-    # the stored uploads); TIS asks all 3 for curvature, then 1 round of targeted retraining x 2
+    # the stored uploads); TIS asks all 3 for curvature, then 1 round of targeted retraining x 2; DPUL asks nobody
+    # (history and server data), nor does Random Reset (its counts come from TIS's scores, computed once per run)
     _, result, _ = flower_run
-    assert result["messages"] == 3 + 6 + 4 + 2 + 2 + 2 + 3 + 2
+    assert result["messages"] == 3 + 6 + 4 + 2 + 2 + 2 + 3 + 2 + 0 + 0
 
 
 def test_the_result_file_has_every_models_measures(flower_run):
