@@ -7,6 +7,7 @@ the messages.
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import torch
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
@@ -36,6 +37,17 @@ def _model(run: Run, data, message: Message, device):
     return net.to(device)
 
 
+@contextmanager
+def _threads(message: Message):
+    """Compute with the server's torch thread count (see :mod:`.runtime`), then restore this process's."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(message.content["config"]["threads"]))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _reply(message: Message, pid: int, arrays: dict, **metrics) -> Message:
     content = RecordDict({name: ArrayRecord(a) for name, a in arrays.items()})
     content["metrics"] = MetricRecord({"partition-id": pid, **metrics})
@@ -63,7 +75,8 @@ def build(run: Run | None = None) -> ClientApp:
         if "mask" in message.content:
             mask = {k: v.bool() for k, v in message.content["mask"].to_torch_state_dict().items()}
         generator = torch.Generator().manual_seed(int(message.content["config"]["seed"]))
-        seen = local_train(net, data, config, generator, device, mask)
+        with _threads(message):
+            seen = local_train(net, data, config, generator, device, mask)
         flops = flops_per_sample(net, data, config.batch_size, device)
         state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
         return _reply(message, pid, {"arrays": state}, **{"num-examples": len(data), "seen": seen,
@@ -76,9 +89,10 @@ def build(run: Run | None = None) -> ClientApp:
         data, device = fed.clients[pid], try_gpu()
         net = _model(this, data, message, device)
         c = message.content["config"]
-        answer = client_curvature(net, data, fed.forget_mask(pid, request), pid, str(c["method"]),
-                                  seed=int(c["seed"]), batch_size=int(c["batch-size"]),
-                                  mc_samples=int(c["mc-samples"]), device=device)
+        with _threads(message):
+            answer = client_curvature(net, data, fed.forget_mask(pid, request), pid, str(c["method"]),
+                                      seed=int(c["seed"]), batch_size=int(c["batch-size"]),
+                                      mc_samples=int(c["mc-samples"]), device=device)
         parts = {p: {k: v.cpu() for k, v in d.items()} for p, d in (("forget", answer.forget),
                                                                     ("retain", answer.retain)) if d is not None}
         return _reply(message, pid, parts, **{"n-forget": answer.n_forget, "n-retain": answer.n_retain})

@@ -10,7 +10,9 @@ Message types (the ClientApp's handlers, :mod:`.client_app`):
 
 Flower keeps no per-client state and the server sees only random node ids, so every reply names its
 partition; replies are put back in the order the caller asked for, which makes a Flower round aggregate
-exactly like an in-process one.
+exactly like an in-process one. Both requests carry the server's torch thread count, which the node uses for
+that computation: CPU kernels split their sums by thread, so on one machine the same count gives the same
+bits, and a run over Flower reproduces the in-process one exactly.
 """
 from __future__ import annotations
 
@@ -88,7 +90,8 @@ class FlowerClients:
         contents = {}
         for cid in client_ids:
             content = RecordDict({"arrays": _arrays(state), "config": ConfigRecord(
-                {"fed-config": fed_config, "seed": derive_seed(config.seed, round_, cid)})})
+                {"fed-config": fed_config, "seed": derive_seed(config.seed, round_, cid),
+                 "threads": torch.get_num_threads()})})
             if mask is not None:
                 content["mask"] = _arrays({k: m.to(torch.uint8) for k, m in mask.items()})
             contents[self.nodes[cid]] = content
@@ -107,7 +110,8 @@ class FlowerClients:
     def client_curvatures(self, model, num_clients: int, request, method: str, *, seed: int = 0,
                           batch_size: int = 128, mc_samples: int = 1, device=None) -> list[ClientCurvature]:
         """TIS's query: every client's diagonals on its forget and retain parts (its own request's split)."""
-        config = ConfigRecord({"method": method, "seed": seed, "batch-size": batch_size, "mc-samples": mc_samples})
+        config = ConfigRecord({"method": method, "seed": seed, "batch-size": batch_size, "mc-samples": mc_samples,
+                               "threads": torch.get_num_threads()})
         arrays = _arrays(model.state_dict())
         contents = {self.nodes[c]: RecordDict({"arrays": arrays, "config": config}) for c in range(num_clients)}
         replies = self._by_partition(self._ask(contents, f"{MessageType.QUERY}.curvature"))
