@@ -36,17 +36,16 @@ def serve(grid: Grid, run: Run) -> dict:
     """
     setting = run.setting()
     clients = FlowerClients(grid, setting.num_clients)
-    seconds, states = {}, {}
+    seconds = {}
     with client_runtime(clients):
         start = time.perf_counter()
         p = ex.prepare(run.scenario, setting, run.seed, record_history=needs_history(run.methods))
-        seconds["original"], states["original"] = time.perf_counter() - start, state_copy(p.model)
-        models = {"original": p.model}
+        seconds["original"], models = time.perf_counter() - start, {"original": p.model}
         for entry in run.methods:
-            start = time.perf_counter()
-            models[as_variant(entry).name] = run_variant(p, entry).model
-            seconds[as_variant(entry).name] = time.perf_counter() - start
-    states.update({name: state_copy(net) for name, net in models.items()})
+            name, start = as_variant(entry).name, time.perf_counter()
+            models[name] = run_variant(p, entry).model
+            seconds[name] = time.perf_counter() - start
+    states = {name: state_copy(net) for name, net in models.items()}
     result = {"run": run.run_config(), "measures": {name: ex.measure(p, net) for name, net in models.items()},
               "seconds": seconds, "messages": clients.messages}
     out = Path(run.out_dir)
