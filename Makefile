@@ -98,5 +98,10 @@ colab-pin: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/fedavg_throughput.py $(BENCH_ARGS)
 
+# Many small models (<= 50k parameters, 16 and 32 of them): fl.train's clients in turn against BatchedClients.
+.PHONY: bench-batched
+bench-batched: $(STAMP)
+	$(PY) benchmarks/batched_clients.py $(BENCH_ARGS)
+
 clean:
 	rm -rf _build

@@ -1,7 +1,8 @@
 """Throughput of one FedAvg setting, three ways, in one process: is the package's engine as fast as plain PyTorch?
 
 Setting: the full Fashion-MNIST training set split IID over 10 clients (6000 images each), one local epoch
-per round, batch 32, SGD (lr 0.01, momentum 0.9), the chapters' ``MnistCNN`` (185k parameters), CPU.
+per round, batch 32, SGD (lr 0.01, momentum 0.9), CPU, the model of the ``cpu`` scale (the TIS paper's CNN:
+conv 32/64 5x5, fc 512; ``fuhelpers.experiments.registry.CPU``).
 
   A  plain fp32 FedAvg written here by hand (its own loop and averaging; no fuhelpers.fl)
   B  the package's engine, ``fl.train`` with ``precision="fp32"`` (the reference every chapter uses)
@@ -31,6 +32,7 @@ import torch.nn.functional as F
 
 from fuhelpers import data, fl, metrics, models, partition
 from fuhelpers.device import numerics, set_threads
+from fuhelpers.experiments.registry import CPU
 
 NUM_CLIENTS, BATCH, LR, MOMENTUM = 10, 32, 0.01, 0.9
 
@@ -59,7 +61,7 @@ def load(quick: bool):
 
 def new_model(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return models.MnistCNN()  # the chapters' default: 1x28x28 -> 10, width (32, 64), hidden 128
+    return models.make_model(CPU.arch, **CPU.arch_kwargs)  # every experiment's cpu-scale classifier
 
 
 # ------------------------------------------------------------------ (A) plain PyTorch FedAvg, written here
@@ -127,7 +129,7 @@ def main(argv=None) -> None:
     n_images = sum(len(c) for c in clients)
     info = numerics()
     print(f"# FedAvg throughput: {NUM_CLIENTS} IID clients x {len(clients[0])} Fashion-MNIST images, batch {BATCH}, "
-          f"SGD lr {LR} momentum {MOMENTUM}, MnistCNN ({models.count_parameters(new_model(0))} parameters), "
+          f"SGD lr {LR} momentum {MOMENTUM}, {CPU.arch} {CPU.arch_kwargs} ({models.count_parameters(new_model(0))} parameters), "
           f"{args.rounds} round(s) per repeat, {repeats} repeats A B C alternating{' (QUICK)' if args.quick else ''}")
     print(f"# cpu: {info['cpu']}; capability {info['cpu_capability']}; torch {info['torch']}; threads {threads}")
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -193,7 +193,7 @@ def local_train(
     x, y = data.x.to(device), data.y.to(device)  # resident for the whole round (a no-op on CPU)
     with prec.memory_format(model):
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        opt = prec.sgd(params, config.lr, config.momentum, config.weight_decay)
         frozen = {}
         if mask is not None:
             named = dict(model.named_parameters())
@@ -309,6 +309,7 @@ def train(
     history: History | None = None,
     mask: Mapping[str, torch.Tensor] | None = None,
     evaluate: Callable[[nn.Module], dict] | None = None,
+    eval_rounds: Collection[int] | None = None,
     progress: bool | None = None,
     desc: str = "FedAvg",
     local_trainer: Callable | None = None,
@@ -335,6 +336,9 @@ def train(
     evaluate : callable, optional
         ``evaluate(model) -> dict`` called before round 1 and after every round
         (not counted in the cost); its values show on the progress bar.
+    eval_rounds : collection of int, optional
+        Call ``evaluate`` only at these rounds (0: before round 1); default every round. Evaluating
+        the 10k test images costs about an eighth of a full-data round on 2 CPU cores.
     progress : bool, optional
         Show a progress bar (default: on unless ``FUHELPERS_PROGRESS=0``).
     local_trainer : callable, optional
@@ -359,7 +363,10 @@ def train(
     cost, log = Cost(), []
     if history is not None:
         history.add_global(initial)
-    if evaluate is not None:
+    def due(t: int) -> bool:
+        return evaluate is not None and (eval_rounds is None or t in eval_rounds)
+
+    if due(0):
         log.append({"round": 0, **evaluate(model)})
 
     bar = progress_bar(range(1, config.num_rounds + 1), desc=desc, enabled=progress)
@@ -380,7 +387,7 @@ def train(
             cost.add_round(clients=len(chosen), down=payload)  # the model out, the trained model back
             if history is not None:
                 history.add_global(state_copy(model))
-        if evaluate is not None:
+        if due(t):
             log.append({"round": t, **evaluate(model)})
             bar.set_postfix({k: round(v, 3) for k, v in log[-1].items() if isinstance(v, float)})
     if history is not None:

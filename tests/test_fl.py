@@ -146,3 +146,21 @@ def test_a_custom_local_trainer_runs_in_process_only(blobs):
     cfg = FedConfig(num_rounds=1, local_epochs=1, batch_size=16, seed=0)
     with fl.client_runtime(_Reversed()), pytest.raises(ValueError, match="in this process only"):
         train(tiny_net(), [blobs], cfg, progress=False, local_trainer=fl.local_train)
+
+
+def test_evaluation_only_at_chosen_rounds_and_training_unchanged(blobs):
+    parts = [blobs.subset(range(0, 30)), blobs.subset(range(30, 60))]
+    cfg = FedConfig(num_rounds=5, batch_size=8)
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        return {"acc": float((m(blobs.x).argmax(1) == blobs.y).float().mean())}
+
+    every = train(tiny_net(), parts, cfg, evaluate=evaluate)
+    calls.clear()
+    some = train(tiny_net(), parts, cfg, evaluate=evaluate, eval_rounds={0, 2, 5})
+    assert [e["round"] for e in some.log] == [0, 2, 5] and len(calls) == 3
+    assert some.log == [e for e in every.log if e["round"] in (0, 2, 5)]
+    for a, b in zip(every.model.parameters(), some.model.parameters()):
+        assert torch.equal(a, b)

@@ -291,3 +291,22 @@ def test_fast_accuracy_matches_accuracy_and_restores_the_model():
     assert not any(p.is_inference() for p in model.parameters())  # still trainable afterwards
     train(model, [data], FedConfig(num_rounds=1, batch_size=12), progress=False)
     assert metrics.fast_predict(model, data.subset([])).shape == (0, 0)
+
+
+def test_fast_path_sgd_is_fused_and_updates_like_hand_written_momentum_sgd():
+    g = torch.Generator().manual_seed(0)
+    w0, grads = torch.randn(5, 3, generator=g), [torch.randn(5, 3, generator=g) for _ in range(3)]
+    lr, mom, wd = 0.1, 0.9, 0.01
+    w, buf = w0.clone(), None
+    for grad in grads:  # torch.optim.SGD's rule, dampening 0: d = g + wd w; b = mom b + d; w -= lr b
+        d = grad + wd * w
+        buf = d if buf is None else mom * buf + d
+        w = w - lr * buf
+    for precision, fused in [("fp32", None), ("bf16", True)]:
+        p = torch.nn.Parameter(w0.clone())
+        opt = Precision(precision, "cpu").sgd([p], lr, mom, wd)
+        assert opt.defaults["fused"] is fused
+        for grad in grads:
+            p.grad = grad.clone()
+            opt.step()
+        torch.testing.assert_close(p.detach(), w, rtol=1e-6, atol=1e-6)
