@@ -432,3 +432,16 @@ def test_every_registered_experiment_is_defined_at_every_scale_and_shown_by_its_
                 registry.fingerprint(exp.config(scenario, scale))        # every method and option resolves
         chapter = (notebooks / f"{exp.chapter}.ipynb").read_text()
         assert f'ex.get(\\"{exp.name}\\")' in chapter and "ex.run(" in chapter, exp.name   # runs it through the runner
+
+
+def test_local_steps_reach_fedavg_and_targeted_retraining_stays_in_epochs():
+    from fuhelpers.experiments.methods import trim_config
+    setting = dataclasses.replace(ex.Setting(), local_steps=7, local_epochs=1, num_rounds=40)
+    assert setting.fed_config(0).local_steps == 7
+    trim = trim_config(SimpleNamespace(fed_config=setting.fed_config(0)), 1)
+    assert (trim.num_rounds, trim.local_epochs, trim.local_steps) == (1, 1, None)
+    # a field left at its default does not enter the fingerprint: records made before it existed resume
+    config = ex.get("tis").config("backdoor", "smoke")
+    assert "local_steps" not in json.dumps(config) or config["setting"]["local_steps"] is None
+    stripped = {**config, "setting": {k: v for k, v in config["setting"].items() if k != "local_steps"}}
+    assert registry.fingerprint(config) == registry.fingerprint(stripped)

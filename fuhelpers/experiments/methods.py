@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from .. import metrics, models
+from ..fl import FedConfig
 from ..unlearn.foul.l2u import L2UConfig, L2UModel, train_l2u
 from ..unlearn import dpul, federaser, finetune, foul, negation, random_reset, retrain, tis
 from ..unlearn.base import Unlearned
@@ -163,8 +164,7 @@ def _finetune(p, o) -> Unlearned:
 
 def _tis(p, o) -> Unlearned:
     # optional targeted retraining (TIS App. 2): FedAvg on the retained clients, reset entries only
-    again = dict(retrain=dataclasses.replace(p.fed_config, num_rounds=o["retrain_rounds"])) \
-        if o["retrain_rounds"] else {}
+    again = dict(retrain=trim_config(p, o["retrain_rounds"])) if o["retrain_rounds"] else {}
     cfg = tis.TISConfig(gamma=o["gamma"], curvature=o["curvature"], init_state=p.init_state,
                         scores=tis_scores(p, o["curvature"]), **again)
     out = tis.unlearn(p.model, p.federation, p.request, cfg, evaluate=per_round(p) if again else None,
@@ -172,6 +172,12 @@ def _tis(p, o) -> Unlearned:
     out.cost = out.cost + cfg.scores.cost  # the curvature round, computed once per run, charged to every TIS run
     p.cache[("tis", repr(sorted(o.items())))] = out
     return out
+
+
+def trim_config(p, rounds: int) -> FedConfig:
+    """TIS's targeted retraining (App. 2): ``rounds`` FedAvg rounds of the pre-training's local epochs, never a
+    step count (a pre-training of many short rounds would otherwise make "one round" a few steps)."""
+    return dataclasses.replace(p.fed_config, num_rounds=rounds, local_steps=None)
 
 
 def tis_scores(p, curvature: str):
@@ -192,7 +198,7 @@ def _random_reset(p, o) -> Unlearned:
                                          counts_cost=reference.info["scoring_cost"])
     out = random_reset.unlearn(p.model, p.federation, p.request, cfg)
     if o.get("retrain_rounds"):  # the TIS paper's "Random Retrained": TIS's targeted retraining of these entries
-        again = dataclasses.replace(p.fed_config, num_rounds=o["retrain_rounds"])
+        again = trim_config(p, o["retrain_rounds"])
         result = tis.targeted_retrain(out.model, p.federation, p.request, out.info["masks"], again,
                                       evaluate=per_round(p), device=p.device)
         out.cost, out.log = out.cost + result.cost, result.log

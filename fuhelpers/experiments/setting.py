@@ -49,8 +49,9 @@ class Setting:
         test share of PACS.
     arch, arch_kwargs
         :func:`fuhelpers.models.model_for` arguments.
-    num_rounds, local_epochs, lr, batch_size
-        FedAvg pre-training (and Retrain, which repeats it without the target).
+    num_rounds, local_epochs, local_steps, lr, batch_size
+        FedAvg pre-training (and Retrain, which repeats it without the target); ``local_steps``, when set,
+        replaces the local epochs by that many SGD steps per client and round.
     precision : {"fp32", "bf16", "fp16"}
         Arithmetic of every FedAvg loop of the experiment (:class:`fuhelpers.fl.FedConfig`); fp32 is
         the reference, bf16 the CPU fast path of the ``cpu`` scale.
@@ -83,6 +84,7 @@ class Setting:
     arch_kwargs: dict = field(default_factory=lambda: dict(width=(8, 16), hidden=32))
     num_rounds: int = 8
     local_epochs: int = 2
+    local_steps: int | None = None
     lr: float = 0.05
     batch_size: int = 32
     precision: str = "fp32"
@@ -95,8 +97,8 @@ class Setting:
 
     def fed_config(self, seed: int) -> FedConfig:
         """FedAvg of the pre-training (and of Retrain)."""
-        return FedConfig(num_rounds=self.num_rounds, local_epochs=self.local_epochs, lr=self.lr,
-                         batch_size=self.batch_size, seed=seed, precision=self.precision)
+        return FedConfig(num_rounds=self.num_rounds, local_epochs=self.local_epochs, local_steps=self.local_steps,
+                         lr=self.lr, batch_size=self.batch_size, seed=seed, precision=self.precision)
 
     def recovery_config(self, seed: int) -> FedConfig:
         """FedAvg of FT and of NoT's recovery: fewer rounds, their own seed."""
