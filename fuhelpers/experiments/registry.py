@@ -175,15 +175,20 @@ TIS_SMOKE_BACKDOOR = dataclasses.replace(TIS_SMOKE, dataset="mnist", n_train=300
 # the paper's MNIST CNN and optimiser (conv 32/64, fc 512; SGD lr 0.01, momentum 0.9, batch 32), 6 epochs
 TIS_CPU = dataclasses.replace(CPU, n_server=0, num_clients=5, alpha=0.8, num_rounds=6, local_epochs=1, lr=0.01,
                               options={})
+# Fashion-MNIST: the same six epochs of data, as 60 FedAvg rounds of 50 local steps per client. On the tuning seed
+# (preferential split) 6 rounds of one epoch reached 70.2 % test accuracy and 44 % on the forgotten client's class,
+# 60 x 50 steps 82.7 % and 82 % (12 rounds of one epoch: 76.4 %; 225 rounds of 20 steps, twice the data: 85.4 %).
+# The paper trains centrally on the union of the clients' data (93.5 %), where the split does not matter.
+TIS_CPU_FMNIST = dataclasses.replace(TIS_CPU, num_rounds=60, local_steps=50)
 TIS_GPU = dataclasses.replace(TIS_CPU, num_rounds=20, local_epochs=2, precision="fp32")
 TIS = Experiment(
     "tis", "TIS: the four settings of Sec. 6, a sweep over gamma, Random Reset at equal counts", "02_tis",
     ("categorical", "dirichlet", "iid", "backdoor"), TIS_SWEEP + TIS_RETRAINED,
     {"smoke": Scale({"categorical": TIS_SMOKE, "dirichlet": TIS_SMOKE, "iid": TIS_SMOKE,
                      "backdoor": TIS_SMOKE_BACKDOOR}, (0, 1), "2 CPU cores, about 5 minutes"),
-     "cpu": Scale({"categorical": TIS_CPU, "dirichlet": TIS_CPU, "iid": TIS_CPU,
+     "cpu": Scale({"categorical": TIS_CPU_FMNIST, "dirichlet": TIS_CPU_FMNIST, "iid": TIS_CPU_FMNIST,
                    "backdoor": dataclasses.replace(TIS_CPU, dataset="mnist")}, (0, 1, 2),
-                  "2 CPU cores; not run yet"),
+                  "2 CPU cores; about 2 hours per seed on one thread (the curvature round: 20 minutes a scenario)"),
      "gpu": Scale({"categorical": TIS_GPU, "dirichlet": TIS_GPU, "iid": TIS_GPU,
                    "backdoor": dataclasses.replace(TIS_GPU, dataset="mnist")}, (0, 1, 2, 3, 4),
                   "one GPU; not run yet")})
