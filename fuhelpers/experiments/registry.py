@@ -181,6 +181,10 @@ TIS_CPU = dataclasses.replace(CPU, n_server=0, num_clients=5, alpha=0.8, num_rou
 # on the IID split 88.2 % against 87.8 %.
 # The paper trains centrally on the union of the clients' data (93.5 %), where the split does not matter.
 TIS_CPU_FMNIST = dataclasses.replace(TIS_CPU, num_rounds=60, local_steps=50)
+# the authors' code (fisherunlearn/data/poisoning.py) triggers every sample of the target client whose label is not
+# the target class; with half of them triggered (the smoke setting's default) the original model's attack success
+# on triggered test images was only 16 % and 11 % (seeds 0, 1), against the paper's 99.99 %
+TIS_CPU_BACKDOOR = dataclasses.replace(TIS_CPU, dataset="mnist", poison_fraction=1.0)
 TIS_GPU = dataclasses.replace(TIS_CPU, num_rounds=20, local_epochs=2, precision="fp32")
 TIS = Experiment(
     "tis", "TIS: the four settings of Sec. 6, a sweep over gamma, Random Reset at equal counts", "02_tis",
@@ -188,7 +192,7 @@ TIS = Experiment(
     {"smoke": Scale({"categorical": TIS_SMOKE, "dirichlet": TIS_SMOKE, "iid": TIS_SMOKE,
                      "backdoor": TIS_SMOKE_BACKDOOR}, (0, 1), "2 CPU cores, about 5 minutes"),
      "cpu": Scale({"categorical": TIS_CPU_FMNIST, "dirichlet": TIS_CPU_FMNIST, "iid": TIS_CPU_FMNIST,
-                   "backdoor": dataclasses.replace(TIS_CPU, dataset="mnist")}, (0, 1, 2),
+                   "backdoor": TIS_CPU_BACKDOOR}, (0, 1, 2),
                   "2 CPU cores; about 2 hours per seed on one thread (the curvature round: 20 minutes a scenario)"),
      "gpu": Scale({"categorical": TIS_GPU, "dirichlet": TIS_GPU, "iid": TIS_GPU,
                    "backdoor": dataclasses.replace(TIS_GPU, dataset="mnist")}, (0, 1, 2, 3, 4),
