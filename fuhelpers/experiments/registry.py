@@ -195,7 +195,7 @@ TIS = Experiment(
                    "backdoor": TIS_CPU_BACKDOOR}, (0, 1, 2),
                   "2 CPU cores; about 2 hours per seed on one thread (the curvature round: 20 minutes a scenario)"),
      "gpu": Scale({"categorical": TIS_GPU, "dirichlet": TIS_GPU, "iid": TIS_GPU,
-                   "backdoor": dataclasses.replace(TIS_GPU, dataset="mnist")}, (0, 1, 2, 3, 4),
+                   "backdoor": dataclasses.replace(TIS_GPU, dataset="mnist", poison_fraction=1.0)}, (0, 1, 2, 3, 4),
                   "one GPU; not run yet")})
 
 # ---------------------------------------------------------------- chapter 3: NoT
