@@ -191,7 +191,7 @@ TIS = Experiment(
                      "backdoor": TIS_SMOKE_BACKDOOR}, (0, 1), "2 CPU cores, about 5 minutes"),
      "cpu": Scale({"categorical": TIS_CPU, "dirichlet": TIS_CPU, "iid": TIS_CPU,
                    "backdoor": dataclasses.replace(TIS_CPU, dataset="mnist")}, (0, 1, 2),
-                  "2 CPU cores; about 2 hours per seed on one thread (the curvature round: 20 minutes a scenario)"),
+                  "2 CPU cores; about 30 minutes per scenario and seed on one thread (the backdoor: 29)"),
      "gpu": Scale({"categorical": TIS_GPU, "dirichlet": TIS_GPU, "iid": TIS_GPU,
                    "backdoor": dataclasses.replace(TIS_GPU, dataset="mnist")}, (0, 1, 2, 3, 4),
                   "one GPU; not run yet")})
