@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from .fl import FedConfig, State, Trained, _batches, derive_seed, flops_per_sample
+from .fl import FedConfig, State, Trained, _batches, derive_seed, flops_per_sample, state_copy
 
 __all__ = ["BatchedClients", "padded_batches"]
 
@@ -67,11 +67,10 @@ class BatchedClients:
             raise ValueError("BatchedClients needs a model without buffers (no BatchNorm)")
         model.load_state_dict(state)
         model.to(device).train()
-        names = [n for n, p in model.named_parameters() if p.requires_grad]
         fixed = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         G = len(clients)
         params = {n: p.detach().unsqueeze(0).repeat(G, *[1] * p.dim()) for n, p in model.named_parameters()
-                  if n in names}                                                  # each (G, ...)
+                  if p.requires_grad}                                             # each (G, ...)
         start = {n: p.clone() for n, p in params.items()}
         bufs = {n: torch.zeros_like(p) for n, p in params.items()}
         keep = {n: m.to(device) for n, m in (mask or {}).items()}
@@ -105,6 +104,6 @@ class BatchedClients:
         out = []
         for g, data in enumerate(clients):
             model.load_state_dict({**state, **{n: p[g] for n, p in params.items()}})
-            out.append(Trained({k: v.detach().clone() for k, v in model.state_dict().items()}, seen[g],
+            out.append(Trained(state_copy(model), seen[g],
                                flops_per_sample(model, data, config.batch_size, device)))
         return out
