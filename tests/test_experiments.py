@@ -445,3 +445,16 @@ def test_local_steps_reach_fedavg_and_targeted_retraining_stays_in_epochs():
     assert "local_steps" not in json.dumps(config) or config["setting"]["local_steps"] is None
     stripped = {**config, "setting": {k: v for k, v in config["setting"].items() if k != "local_steps"}}
     assert registry.fingerprint(config) == registry.fingerprint(stripped)
+
+
+def test_committed_records_were_made_under_the_registry_s_current_configuration():
+    # a record whose configuration the registry no longer has would be shown by its chapter but never resumed
+    found = 0
+    for exp in ex.EXPERIMENTS.values():
+        for scale in ("cpu", "gpu"):
+            for record in ex.records.load_all(exp.name, scale, complete_only=False):
+                for scenario, entry in record["scenarios"].items():
+                    assert entry["fingerprint"] == registry.fingerprint(exp.config(scenario, scale)), \
+                        (exp.name, scale, record["seed"], scenario)
+                    found += 1
+    assert found > 0 or not any(ex.records.results_dir().glob("*/cpu/seed*.json"))

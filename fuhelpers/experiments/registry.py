@@ -139,14 +139,25 @@ GPU_DOMAIN = dataclasses.replace(GPU, dataset="pacs", n_server=0, num_clients=20
                                      backbone="resnet18", width=64, causal_dim=128, noncausal_dim=128)}})
 
 
-def per_scenario(common: Setting, domain: Setting) -> dict:
-    return {s: (domain if s == "domain" else common) for s in SCENARIOS}
+# The backdoor (d) needs short rounds under FedAvg (as TIS's and DPUL's): with 8 rounds x 3 local epochs the original
+# model's attack success on triggered test images was 4.0 % (seed 0); on the tuning seed the same data budget as
+# 24 rounds of one epoch reached 80.9 % (2.1 % after 8 rounds, 47.4 % after 16) and as 90 rounds of 50 local steps
+# 98.4 % at 90.7 % test accuracy (6 % after 30 rounds, 94.4 % after 60). FT and NoT recover for 22 rounds of 50 steps
+# (about the 2 rounds x 3 epochs of 188 steps of the other scenarios); FedEraser calibrates every third round with
+# one round's steps (a third of training, as one epoch of three does elsewhere).
+SHORT_ROUNDS = dict(num_rounds=90, local_epochs=1, local_steps=50, recovery_rounds=22)
+SHORT_FEDERASER = {"federaser": {"interval": 3}, "federaser_direction": {"interval": 3}}
+CPU_BACKDOOR = dataclasses.replace(CPU, **SHORT_ROUNDS, options={**CPU.options, **SHORT_FEDERASER})
+
+
+def per_scenario(common: Setting, domain: Setting, backdoor: Setting | None = None) -> dict:
+    return {s: {"domain": domain, "backdoor": backdoor or common}.get(s, common) for s in SCENARIOS}
 
 
 BENCHMARK = Experiment(
     "benchmark", "Every method on every scenario", "06_benchmark", SCENARIOS, tuple(METHODS),
     {"smoke": Scale(per_scenario(SMOKE, SMOKE_DOMAIN), (0, 1, 2), "2 CPU cores, about 6 minutes"),
-     "cpu": Scale(per_scenario(CPU, CPU_DOMAIN), (0, 1, 2),
+     "cpu": Scale(per_scenario(CPU, CPU_DOMAIN, CPU_BACKDOOR), (0, 1, 2),
                  "2 CPU cores; about 30 minutes per scenario and seed on one thread (resume across sessions)"),
      "gpu": Scale(per_scenario(GPU, GPU_DOMAIN), (0, 1, 2), "one GPU; not run yet")})
 
@@ -237,6 +248,13 @@ DPUL_SMOKE = Setting(dataset="mnist", n_train=3000, n_test=1000, n_server=200, n
                      options={"dpul": {"vae_epochs": 50, "recovery_steps": 5}})
 DPUL_CPU = dataclasses.replace(CPU, dataset="mnist", target_client="largest", poison_fraction=0.8,
                                split="dirichlet", options={"dpul": {"vae_epochs": 50, "recovery_steps": 5}})
+# A backdoor needs short rounds under FedAvg (as TIS's, chapter 2): with the benchmark's 8 rounds x 3 local epochs the
+# original model's attack success on triggered test images was 23 % (seed 0); on the tuning seed the same data budget
+# as 90 rounds of 50 local steps per client reached 98.6 % at 98.9 % test accuracy (95.8 % after 30 rounds), and
+# 24 rounds of one epoch 97.4 % (30.7 % after 8). Recovery and FedEraser keep their share of training: FT
+# 22 rounds of 50 steps (2 rounds x 3 epochs of an average client's 188 steps, about 1100 steps), and
+# FedEraser calibrates every third round with one round's 50 steps (the benchmark's SHORT_ROUNDS and SHORT_FEDERASER).
+DPUL_CPU_SHORT = dataclasses.replace(DPUL_CPU, **SHORT_ROUNDS, options={**DPUL_CPU.options, **SHORT_FEDERASER})
 DPUL_GPU = dataclasses.replace(GPU, target_client="largest", poison_fraction=0.8, split="dirichlet")
 DPUL_ABLATION = (Variant("rollback_only", "dpul", {"stages": ["rollback"]}, "DPUL, rollback only"),
                  Variant("rollback_vae", "dpul", {"stages": ["rollback", "vae"]}, "DPUL, rollback + VAEs"))
@@ -253,7 +271,7 @@ DPUL = Experiment(
     "dpul", "DPUL and FedEraser: backdoor removal on a Dirichlet split", "05_dpul", ("backdoor",),
     ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION, *DPUL_SENSITIVITY),
     {"smoke": Scale({"backdoor": DPUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
-     "cpu": Scale({"backdoor": DPUL_CPU}, (0, 1, 2), "2 CPU cores; about 30 minutes per seed"),
+     "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2), "2 CPU cores; not run yet at this schedule"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
 # wall time against the number of clients (Sec. 5.6): the same number of images per client on average (a Dirichlet
