@@ -113,6 +113,16 @@ def test_a_variant_changes_only_its_options():
     assert registry.fingerprint(exp.config("iid", "smoke")) != registry.fingerprint(plain)
 
 
+def test_options_layer_defaults_then_the_setting_then_the_variant():
+    setting = ex.Setting(options={"foul": {"lr": 0.2, "num_rounds": 4}})
+    kappa3 = ex.Variant("foul_kappa3", "foul", {"kappa": 3.0})
+    assert ex.options(setting, "foul")["kappa"] == 1.5                      # the package's default
+    assert ex.options(setting, "foul")["lr"] == 0.2 != ex.DEFAULTS["foul"]["lr"]   # the setting's beats the default
+    got = ex.options(setting, "foul", kappa3)
+    assert (got["kappa"], got["lr"], got["num_rounds"]) == (3.0, 0.2, 4)   # the variant's beats both
+    assert ex.options(setting, "tis") == ex.DEFAULTS["tis"]                  # other methods untouched
+
+
 def test_cases_run_one_scenario_under_several_settings(tmp_path):
     settings = {f"backdoor/{k}": dataclasses.replace(TINY, num_clients=k) for k in (3, 4)}
     methods = ("ft", ex.Variant("ft_iid", "ft", {}, where=("iid",)), ex.Variant("ft_bd", "ft", {}, where=("backdoor",)))
@@ -269,7 +279,7 @@ def test_tis_variants_share_one_curvature_round_and_each_pays_for_it(tmp_path):
     assert rows["tis_g20"]["flops"] == pytest.approx(rows["tis"]["flops"], rel=0.01)   # the same round charged
     assert rows["tis_g20"]["rounds"] == rows["tis"]["rounds"] == 1
     p = ex.prepare("categorical", TINY, seed=0, record_history=False)
-    by_hand = ex.METHODS["tis"].run(p, {**ex.options(p, "tis"), "gamma": 0.2})      # its own curvature round
+    by_hand = ex.METHODS["tis"].run(p, {**ex.options(p.setting, "tis"), "gamma": 0.2})      # its own curvature round
     assert rows["tis_g20"]["test_acc"] == pytest.approx(ex.measure(p, by_hand.model)["test_acc"])
 
 

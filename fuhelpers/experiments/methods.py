@@ -121,16 +121,26 @@ def needs_history(entries) -> bool:
     return any(METHODS[as_variant(e).method].history for e in entries)
 
 
-def options(prepared, name: str, variant: Variant | None = None) -> dict:
-    """Options of method ``name`` in this run: :data:`DEFAULTS`, ``Setting.options``, then the variant's."""
+def options(setting, name: str, variant: Variant | None = None) -> dict:
+    """Options method ``name`` runs with under ``setting``: :data:`DEFAULTS`, ``setting.options``, the variant's.
+
+    Parameters
+    ----------
+    setting : Setting
+        The scenario's setting at one scale (``Experiment.setting(scenario, scale)``).
+    name : str
+        A method of :data:`METHODS` (``"foul"``, ``"dpul"``, ...).
+    variant : Variant, optional
+        A variant of that method; its options override the others.
+    """
     extra = variant.options if variant is not None else {}
-    return {**DEFAULTS[name], **prepared.setting.options.get(name, {}), **extra}
+    return {**DEFAULTS[name], **setting.options.get(name, {}), **extra}
 
 
 def run_variant(prepared, entry) -> Unlearned:
     """Run one method (a name or a :class:`Variant`) on the prepared run with its options."""
     v = as_variant(entry)
-    return METHODS[v.method].run(prepared, options(prepared, v.method, v))
+    return METHODS[v.method].run(prepared, options(prepared.setting, v.method, v))
 
 
 def per_round(prepared) -> Callable:
@@ -192,7 +202,7 @@ def tis_scores(p, curvature: str):
 def _random_reset(p, o) -> Unlearned:
     # as many entries per layer as TIS resets with this run's options (a variant may set gamma), without its
     # targeted retraining; the counts come from TIS's curvature round with every client, which is charged
-    o_tis = {**options(p, "tis"), **{k: o[k] for k in ("gamma",) if k in o}, "retrain_rounds": 0}
+    o_tis = {**options(p.setting, "tis"), **{k: o[k] for k in ("gamma",) if k in o}, "retrain_rounds": 0}
     reference = p.cache.get(("tis", repr(sorted(o_tis.items())))) or _tis(p, o_tis)
     cfg = random_reset.RandomResetConfig(counts=reference.info["counts"], init_state=p.init_state, seed=p.seed,
                                          counts_cost=reference.info["scoring_cost"])

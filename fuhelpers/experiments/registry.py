@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..scenarios import SCENARIOS
-from .methods import DEFAULTS, METHODS, Variant, as_variant
+from .methods import METHODS, Variant, as_variant, options
 from .setting import Setting
 
 
@@ -94,8 +94,8 @@ class Experiment:
     def config(self, scenario: str, scale: str) -> dict:
         """Everything that determines a scenario's numbers, as plain data (stored in each record)."""
         setting = self.setting(scenario, scale)
-        methods = {v.name: {"method": v.method, "options": {**DEFAULTS[v.method], **setting.options.get(v.method, {}),
-                                                            **v.options}} for v in self.variants(scenario)}
+        methods = {v.name: {"method": v.method, "options": options(setting, v.method, v)}
+                   for v in self.variants(scenario)}
         return json.loads(json.dumps({"setting": dataclasses.asdict(setting), "methods": methods}, default=list))
 
 

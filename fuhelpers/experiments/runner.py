@@ -127,9 +127,9 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
             reported = {k: x for k, x in u.info.items() if _numbers(x)}
             if reported:  # e.g. the share of parameters TIS reset, DPUL froze, FOUL's cosines per round
                 entry.setdefault("info", {})[v.name] = reported
-            start = l2u_start_name(options(p, "foul", v)) if v.method == "foul" else None
+            start = l2u_start_name(options(p.setting, "foul", v)) if v.method == "foul" else None
             if start and start not in entry["measures"]:  # FOUL starts from its own model, pre-trained like the original
-                net, learned = l2u_start(p, options(p, "foul", v))
+                net, learned = l2u_start(p, options(p.setting, "foul", v))
                 entry["measures"][start], details = _measure(p, net)
                 if details is not None:
                     entry["audit"]["details"][start] = details
