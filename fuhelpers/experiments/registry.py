@@ -276,7 +276,7 @@ DPUL = Experiment(
     "dpul", "DPUL and FedEraser: backdoor removal on a Dirichlet split", "05_dpul", ("backdoor",),
     ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION, *DPUL_SENSITIVITY),
     {"smoke": Scale({"backdoor": DPUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
-     "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2), "2 CPU cores; not run yet at this schedule"),
+     "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2), "2 CPU cores; about 75 minutes per seed on one thread"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
 # wall time against the number of clients (Sec. 5.6): the same number of images per client on average (a Dirichlet
