@@ -318,6 +318,25 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch
     assert not calls and _numbers(again) == _numbers(whole)
 
 
+def test_a_finished_scenario_is_saved_complete_before_the_next_one_starts(tmp_path, monkeypatch):
+    from fuhelpers.experiments import runner
+    exp = tiny_experiment(scenarios=("iid", "dirichlet"), methods=("ft",))
+    original_prepare = runner.prepare
+
+    def stop_in_the_second(scenario, *args, **kwargs):   # killed while the second scenario pre-trains
+        if scenario == "dirichlet":
+            raise KeyboardInterrupt
+        return original_prepare(scenario, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "prepare", stop_in_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        ex.run(exp, "smoke", root=tmp_path)
+    saved = records.load("tiny", "smoke", 0, tmp_path)   # what a killed session leaves behind
+    assert saved["scenarios"]["iid"]["complete"] and set(saved["scenarios"]["iid"]["rows"]) == {"original", "retrain", "ft"}
+    assert not saved["complete"]
+    assert list(ex.summaries([saved])) == ["iid"]
+
+
 def test_a_record_of_another_configuration_is_not_resumed(tmp_path):
     exp = tiny_experiment(scenarios=("iid",), methods=())
     ex.run(exp, "smoke", root=tmp_path)

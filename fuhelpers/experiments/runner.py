@@ -142,6 +142,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     entry["rows"] = derive_rows(p, entry)
     entry["complete"] = True
     entry["wall_seconds"] += time.perf_counter() - started
+    records.save(record, root)  # finished now, not only once the next scenario has saved something
 
 
 def _describe(refs) -> dict:
