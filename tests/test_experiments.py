@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import stats
 
-from fuhelpers import audit
+from fuhelpers import audit, partition
 from fuhelpers import experiments as ex
 from fuhelpers.experiments import __main__ as cli
 from fuhelpers.experiments import measures as emeasure
@@ -102,6 +102,20 @@ def test_registry_scales_and_scenarios():
         ex.get("nothing")
     with pytest.raises(ValueError, match="unknown method"):
         tiny_experiment(methods=("magic",)).variants()
+
+
+def test_every_registered_categorical_setting_keeps_classes_that_several_clients_share():
+    # the preferential split gives each client one exclusive class and deals the others out; with as many
+    # clients as classes nothing is shared, each client sees one class and FedAvg learns nothing
+    labels = np.repeat(np.arange(10), 20)   # every dataset of the registry has ten classes
+    for exp in ex.EXPERIMENTS.values():
+        for scale_name, scale in exp.scales.items():
+            for case, setting in scale.settings.items():
+                if registry.scenario_of(case) != "categorical":
+                    continue
+                parts = partition.preferential(labels, setting.num_clients, seed=0)
+                holders = [sum(bool((labels[p] == k).any()) for p in parts) for k in range(10)]
+                assert max(holders) > 1, f"{exp.name} {scale_name} {case}: {setting.num_clients} clients, no shared class"
 
 
 def test_a_variant_changes_only_its_options():
