@@ -501,3 +501,20 @@ def test_committed_records_were_made_under_the_registry_s_current_configuration(
                         (exp.name, scale, record["seed"], scenario)
                     found += 1
     assert found > 0 or not any(ex.records.results_dir().glob("*/cpu/seed*.json"))
+
+
+def test_the_curves_of_a_bf16_setting_track_the_fp32_measures():
+    """per_round evaluates in the setting's precision; its values stay within a few near-ties of fp32 accuracy."""
+    from fuhelpers import metrics
+    from fuhelpers.experiments.methods import per_round
+
+    p = ex.prepare("backdoor", dataclasses.replace(TINY, precision="bf16"), seed=0, record_history=False)
+    fed = p.federation
+    curve = per_round(p)(p.model)
+    fp32 = {"forget_acc": metrics.accuracy(p.model, fed.forget_data(p.request)),
+            "test_acc": metrics.accuracy(p.model, fed.test),
+            "asr": metrics.attack_success_rate(p.model, fed.triggered_test)}
+    assert set(curve) == set(fp32)
+    sizes = {"forget_acc": len(fed.forget_data(p.request)), "test_acc": len(fed.test), "asr": len(fed.triggered_test)}
+    for k, v in fp32.items():
+        assert abs(curve[k] - v) <= 3 / sizes[k], k
