@@ -177,15 +177,15 @@ def _fast_predict_with_labels(model, data, batch_size, device, precision):
 
 def fast_predict(model: torch.nn.Module, data: Dataset, *, precision: str = "fp32", batch_size: int = 4096,
                  device=None) -> torch.Tensor:
-    """Logits like :func:`predict`, faster, for monitoring training (opt-in; not used by the chapters).
+    """Logits like :func:`predict`, faster, for monitoring training (the experiments' per-round curves).
 
     Runs under ``torch.inference_mode()`` with a larger default batch and, with ``precision="bf16"``,
     the autocast and channels-last format of :class:`fuhelpers.precision.Precision`; logits are
     gathered on the device and copied to the host once. The numbers are *not* those of
     :func:`predict`: another batch size lets the kernels round differently (last bits in fp32,
-    about 1e-2 relative in bf16), so an arg-max can flip on a near-tie. Committed results use
-    :func:`predict` / :func:`accuracy`, whose defaults are unchanged. The model's train/eval modes
-    and memory format are restored afterwards.
+    about 1e-2 relative in bf16), so an arg-max can flip on a near-tie. The measures of committed
+    results use :func:`predict` / :func:`accuracy`; only their curves use this. The model's train/eval
+    modes and memory format are restored afterwards.
 
     Returns
     -------

@@ -11,11 +11,12 @@ import pytest
 import torch
 from scipy import stats
 
-from fuhelpers import audit, partition
+from fuhelpers import audit, metrics, partition
 from fuhelpers import experiments as ex
 from fuhelpers.experiments import __main__ as cli
 from fuhelpers.experiments import measures as emeasure
 from fuhelpers.experiments import records, registry
+from fuhelpers.experiments.methods import per_round
 from fuhelpers.experiments import tables as bstats
 from fuhelpers.scenarios import FORGETTING_METRIC, SCENARIOS
 
@@ -505,9 +506,6 @@ def test_committed_records_were_made_under_the_registry_s_current_configuration(
 
 def test_the_curves_of_a_bf16_setting_track_the_fp32_measures():
     """per_round evaluates in the setting's precision; its values stay within a few near-ties of fp32 accuracy."""
-    from fuhelpers import metrics
-    from fuhelpers.experiments.methods import per_round
-
     p = ex.prepare("backdoor", dataclasses.replace(TINY, precision="bf16"), seed=0, record_history=False)
     fed = p.federation
     curve = per_round(p)(p.model)
