@@ -169,7 +169,7 @@ BENCHMARK = Experiment(
     "benchmark", "Every method on every scenario", "06_benchmark", SCENARIOS, tuple(METHODS),
     {"smoke": Scale(per_scenario(SMOKE, SMOKE_DOMAIN), (0, 1, 2), "2 CPU cores, about 6 minutes"),
      "cpu": Scale(per_scenario(CPU, CPU_DOMAIN, CPU_BACKDOOR, CPU_CATEGORICAL), (0, 1, 2),
-                 "2 CPU cores; about 30 minutes per scenario and seed on one thread (resume across sessions)"),
+                 "2 CPU cores; measured 20-52 minutes per scenario and seed on one thread beside a second run"),
      "gpu": Scale(per_scenario(GPU, GPU_DOMAIN, categorical=GPU_CATEGORICAL), (0, 1, 2), "one GPU; not run yet")})
 
 SMALL_CNN = dict(width=(16, 32), hidden=64)  # the chapters' CNN at smoke scale
@@ -213,7 +213,7 @@ TIS = Experiment(
                      "backdoor": TIS_SMOKE_BACKDOOR}, (0, 1), "2 CPU cores, about 5 minutes"),
      "cpu": Scale({"categorical": TIS_CPU, "dirichlet": TIS_CPU, "iid": TIS_CPU,
                    "backdoor": dataclasses.replace(TIS_CPU, dataset="mnist")}, (0, 1, 2),
-                  "2 CPU cores; about 30 minutes per scenario and seed on one thread (the backdoor: 29)"),
+                  "2 CPU cores; measured 28-110 minutes per scenario and seed on one thread beside a second run"),
      "gpu": Scale({"categorical": TIS_GPU, "dirichlet": TIS_GPU, "iid": TIS_GPU,
                    "backdoor": dataclasses.replace(TIS_GPU, dataset="mnist")}, (0, 1, 2, 3, 4),
                   "one GPU; not run yet")})
@@ -237,7 +237,7 @@ NOT = Experiment(
     ("ft", "not", *NOT_ABLATION),
     {"smoke": Scale({"iid": NOT_SMOKE, "dirichlet": NOT_SMOKE}, (0,), "2 CPU cores, about 2 minutes"),
      "cpu": Scale({"iid": NOT_CPU, "dirichlet": NOT_CPU}, (0, 1, 2),
-                  "2 CPU cores; about 30 minutes per scenario and seed on one thread"),
+                  "2 CPU cores; measured 26-40 minutes per scenario and seed on one thread beside a second run"),
      "gpu": Scale({"iid": NOT_GPU, "dirichlet": NOT_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
 # ---------------------------------------------------------------- chapter 4: FOUL
@@ -253,7 +253,7 @@ FOUL = Experiment(
     "foul", "FOUL: forgetting a domain (Rotated MNIST; PACS on a GPU)", "04_foul", ("domain",),
     ("ft", "not", "foul", *FOUL_VARIANTS),
     {"smoke": Scale({"domain": FOUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
-     "cpu": Scale({"domain": CPU_DOMAIN}, (0, 1, 2), "2 CPU cores; about 30 minutes per seed on one thread"),
+     "cpu": Scale({"domain": CPU_DOMAIN}, (0, 1, 2), "2 CPU cores; measured 29-39 minutes per seed on one thread beside a second run"),
      "gpu": Scale({"domain": GPU_DOMAIN}, (0, 1, 2), "one GPU; not run yet")})
 
 # ---------------------------------------------------------------- chapter 5: DPUL (and FedEraser)
@@ -285,7 +285,7 @@ DPUL = Experiment(
     "dpul", "DPUL and FedEraser: backdoor removal on a Dirichlet split", "05_dpul", ("backdoor",),
     ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION, *DPUL_SENSITIVITY),
     {"smoke": Scale({"backdoor": DPUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
-     "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2), "2 CPU cores; about 75 minutes per seed on one thread"),
+     "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2), "2 CPU cores; measured 52-75 minutes per seed on one thread beside a second run"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
 # wall time against the number of clients (Sec. 5.6): the same number of images per client on average (a Dirichlet
@@ -318,7 +318,7 @@ AUDIT = Experiment(
     tuple(METHODS),
     {"smoke": Scale({"iid": dataclasses.replace(SMOKE, audit_refs=8)}, (0,), "2 CPU cores, about 2 minutes"),
      "cpu": Scale({"iid": dataclasses.replace(CPU, n_train=11_000, audit_refs=16)}, (0, 1, 2),
-                  "2 CPU cores; about 40 minutes per seed on one thread"),
+                  "2 CPU cores; measured 62-65 minutes per seed on one thread beside a second run"),
      "gpu": Scale({"iid": dataclasses.replace(GPU, audit_refs=32)}, (0, 1, 2), "one GPU; not run yet")})
 
 EXPERIMENTS = {e.name: e for e in [BENCHMARK, TIS, NOT, FOUL, DPUL, DPUL_CLIENTS, AUDIT]}
