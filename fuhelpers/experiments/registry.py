@@ -253,7 +253,8 @@ FOUL = Experiment(
     "foul", "FOUL: forgetting a domain (Rotated MNIST; PACS on a GPU)", "04_foul", ("domain",),
     ("ft", "not", "foul", *FOUL_VARIANTS),
     {"smoke": Scale({"domain": FOUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
-     "cpu": Scale({"domain": CPU_DOMAIN}, (0, 1, 2), "2 CPU cores; measured 29-39 minutes per seed on one thread beside a second run"),
+     "cpu": Scale({"domain": CPU_DOMAIN}, (0, 1, 2),
+                  "2 CPU cores; measured 29-39 minutes per seed on one thread beside a second run"),
      "gpu": Scale({"domain": GPU_DOMAIN}, (0, 1, 2), "one GPU; not run yet")})
 
 # ---------------------------------------------------------------- chapter 5: DPUL (and FedEraser)
@@ -285,7 +286,8 @@ DPUL = Experiment(
     "dpul", "DPUL and FedEraser: backdoor removal on a Dirichlet split", "05_dpul", ("backdoor",),
     ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION, *DPUL_SENSITIVITY),
     {"smoke": Scale({"backdoor": DPUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
-     "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2), "2 CPU cores; measured 52-75 minutes per seed on one thread beside a second run"),
+     "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2),
+                  "2 CPU cores; measured 52-75 minutes per seed on one thread beside a second run"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
 # wall time against the number of clients (Sec. 5.6): the same number of images per client on average (a Dirichlet
