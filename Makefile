@@ -91,7 +91,8 @@ colab-pin: $(STAMP)
 	$(PY) book/colab.py --pin
 
 # Throughput of FedAvg on full Fashion-MNIST (10 IID clients x 6000, MnistCNN, batch 32): plain PyTorch fp32 vs
-# fl.train fp32 vs fl.train bf16, alternating in one process, plus the matmul peak and accuracy over 3 seeds.
+# fl.train fp32 vs fl.train bf16 vs bf16 with the clients in worker processes (ClientProcesses), alternating,
+# plus the matmul peak and accuracy over 3 seeds.
 # Needs the offline Fashion-MNIST and an idle machine; a few minutes on 2 cores. Options: BENCH_ARGS="--rounds 2
 # --repeats 5 --threads 2" (or --quick for a seconds-long smoke check). Not part of `make test`.
 .PHONY: bench

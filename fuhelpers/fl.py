@@ -49,9 +49,10 @@ class FedConfig:
       test uses it; the loop is the plain ``forward -> cross-entropy -> backward -> SGD step``.
     * ``"bf16"``: the fast path. Weights, optimizer state and averaging stay fp32; the forward pass
       runs under ``torch.autocast`` in bfloat16 with the model and images in channels-last format
-      (on a 2-core AVX-512/bf16 CPU, a FedAvg round over full FMNIST: 1.56-1.67x the images per second of
-      fp32 with the ``cpu`` scale's CNN, same accuracy; ``make bench``). Results differ from fp32 in the last bits, so seeded runs are not comparable
-      with fp32 ones digit for digit.
+      (on a 2-core AVX-512/bf16 CPU, a FedAvg round over full FMNIST: 1.4-1.8x the images per second of
+      fp32 with the ``cpu`` scale's CNN, same accuracy; 2.35x with the clients in two one-thread processes,
+      :class:`fuhelpers.processes.ClientProcesses`; ``make bench``). Results differ from fp32 in the last
+      bits, so seeded runs are not comparable with fp32 ones digit for digit.
     * ``"fp16"``: CUDA only, with loss scaling.
 
     There is deliberately no ``torch.compile`` option: on CPU it was slower than eager for these small
@@ -277,10 +278,12 @@ def train_round(model: nn.Module, state: State, clients: Sequence, client_ids: S
     """One round of local training of ``clients`` (global ids ``client_ids``), each starting from ``state``.
 
     Client ``c`` of round ``t`` draws its batches from ``derive_seed(config.seed, t, c)``, wherever it runs.
-    ``model`` is scratch space (its state is overwritten). A custom ``local_trainer`` runs in process only.
+    ``model`` is scratch space (its state is overwritten). A custom ``local_trainer`` runs in process only:
+    under a runtime that says ``runs_custom_trainers_here`` (:class:`fuhelpers.processes.ClientProcesses`)
+    its rounds train in this process; any other runtime refuses it.
     """
     runtime = active_runtime()
-    if runtime is None:
+    if runtime is None or (local_trainer is not None and getattr(runtime, "runs_custom_trainers_here", False)):
         return InProcess(local_trainer).train_round(model, state, clients, client_ids, config, round_, device, mask)
     if local_trainer is not None:
         raise ValueError(f"a custom local trainer ({getattr(local_trainer, '__name__', local_trainer)}) runs in "

@@ -391,6 +391,16 @@ def test_command_line_twice_gives_identical_records(tmp_path, monkeypatch, capsy
     assert cli.main(["list"]) == 0 and "benchmark" in capsys.readouterr().out
 
 
+def test_clients_in_worker_processes_give_the_in_process_record(tmp_path, monkeypatch):
+    # one thread everywhere, so that the workers run the kernels this process runs
+    monkeypatch.setitem(ex.EXPERIMENTS, "tiny", tiny_experiment(scenarios=("iid",), methods=("ft", "not")))
+    for run, extra in (("here", []), ("workers", ["--client-processes", "2"])):
+        assert cli.main(["run", "tiny", "--threads", "1", "--out", str(tmp_path / run), *extra]) == 0
+    here, workers = (records.load("tiny", "smoke", 0, tmp_path / run) for run in ("here", "workers"))
+    assert _numbers(workers) == _numbers(here)
+    assert workers["runs"][0]["client_processes"] == 2 and "client_processes" not in here["runs"][0]
+
+
 def test_command_line_rejects_unknown_names(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "nowhere"])

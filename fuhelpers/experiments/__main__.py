@@ -36,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     run_p.add_argument("--fresh", action="store_true", help="recompute what the records already hold")
     run_p.add_argument("--device", default=None, help="torch device (default: the first GPU, else CPU)")
     run_p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: see set_threads)")
+    run_p.add_argument("--client-processes", type=int, default=0, metavar="N",
+                       help="train each round's clients in N worker processes sharing the threads (CPU; default 0: "
+                            "in this process)")
     return parser.parse_args(argv)
 
 
@@ -77,8 +80,9 @@ def main(argv=None) -> int:
     threads = set_threads(args.threads)
     device = args.device or str(try_gpu())
     done = run(args.name, args.scale, args.seeds, scenarios=args.scenarios, root=args.out, fresh=args.fresh,
-               device=device)
-    print(f"{args.name} ({args.scale}): seeds {[r['seed'] for r in done]} on {device}, {threads} threads -> "
+               device=device, client_processes=args.client_processes)
+    print(f"{args.name} ({args.scale}): seeds {[r['seed'] for r in done]} on {device}, {threads} threads"
+          f"{f' in {args.client_processes} client processes' if args.client_processes else ''} -> "
           f"{records.path(args.name, args.scale, 0, args.out).parent}", file=sys.stderr)
     return 0
 

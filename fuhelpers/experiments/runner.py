@@ -13,9 +13,12 @@ import dataclasses
 import json
 import time
 import warnings
+from contextlib import contextmanager
 
 from .. import audit
 from ..cost import Cost
+from ..fl import client_runtime
+from ..processes import ClientProcesses
 from ..progress import progress
 from ..results import _jsonable
 from . import records
@@ -26,7 +29,8 @@ from .setting import prepare
 
 
 def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scenarios=None, root=None,
-        fresh: bool = False, device=None, show_progress: bool | None = None) -> list[dict]:
+        fresh: bool = False, device=None, show_progress: bool | None = None,
+        client_processes: int = 0) -> list[dict]:
     """Run (or resume) ``experiment`` at ``scale``: one record per seed, saved as it goes.
 
     Parameters
@@ -46,6 +50,9 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
     device : torch.device or str, optional
     show_progress : bool, optional
         One bar over every (seed, scenario, method), with the time left.
+    client_processes : int
+        Train each round's clients in this many worker processes (:class:`fuhelpers.processes.ClientProcesses`,
+        CPU only; this process's threads are shared out among them); 0: in this process.
 
     Returns
     -------
@@ -58,20 +65,33 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
     steps = len(seeds) * sum(len(exp.variants(s)) + 1 for s in scenarios)
     bar = progress(total=steps, desc=f"{exp.name} ({scale})", enabled=show_progress)
     out = []
-    for seed in seeds:
-        record = records.load(exp.name, scale, seed, root) if not fresh else None
-        record = record or records.new(exp.name, scale, seed)
-        this_run = records.start_run()
-        record["runs"].append(this_run)
-        for scenario in scenarios:
-            started = time.perf_counter()
-            _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar)
-            this_run["wall_seconds"] += time.perf_counter() - started
-        record["complete"] = all(record["scenarios"].get(s, {}).get("complete") for s in exp.scenarios)
-        records.save(record, root)
-        out.append(record)
+    with clients_in(client_processes):
+        for seed in seeds:
+            record = records.load(exp.name, scale, seed, root) if not fresh else None
+            record = record or records.new(exp.name, scale, seed)
+            this_run = records.start_run()
+            if client_processes:
+                this_run["client_processes"] = client_processes
+            record["runs"].append(this_run)
+            for scenario in scenarios:
+                started = time.perf_counter()
+                _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar)
+                this_run["wall_seconds"] += time.perf_counter() - started
+            record["complete"] = all(record["scenarios"].get(s, {}).get("complete") for s in exp.scenarios)
+            records.save(record, root)
+            out.append(record)
     bar.close()
     return out
+
+
+@contextmanager
+def clients_in(processes: int):
+    """Inside: every round's clients train in ``processes`` worker processes (0: in this process)."""
+    if not processes:
+        yield
+        return
+    with ClientProcesses(processes) as runtime, client_runtime(runtime):
+        yield
 
 
 def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar) -> None:

@@ -1,0 +1,96 @@
+"""A round's clients trained in parallel worker processes on one CPU: a client runtime.
+
+On a small CPU one process does not use its cores well for these models: a training step of the ``cpu``
+scale's CNN on a batch of 32 is too small to split over two threads without losing much of the second core
+(one thread runs at about 0.64x of two). Clients of a round are independent, so :class:`ClientProcesses`
+hands them to ``workers`` processes of ``threads`` threads each instead: every client still trains with
+:func:`fuhelpers.fl.local_train` from the broadcast state, with the batches of ``derive_seed(seed, round,
+client)``, so the result equals the in-process loop up to the rounding of a different thread count
+(``tests/test_processes.py``). Measured with ``make bench`` (path D).
+
+Use it like any runtime; the pool starts on entry (a few seconds: each worker imports torch) and lives
+for the whole block::
+
+    with ClientProcesses(workers=2) as runtime, fl.client_runtime(runtime):
+        fl.train(net, clients, config)          # FedAvg, Retrain, FT, recoveries: unchanged code
+
+Client data travel once, through shared memory (their tensors are moved there, values untouched; the
+workers only read them); the model travels as a fresh copy for each client and the trained states come
+back as ordinary tensors. CPU only. A custom local trainer (FOUL's L2U) runs in this process instead.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+from torch import multiprocessing as mp
+from torch import nn
+
+from .fl import FedConfig, State, Trained, derive_seed, flops_per_sample, local_train, state_copy
+
+__all__ = ["ClientProcesses"]
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _train_client(model: nn.Module, data, config: FedConfig, round_: int, client_id: int,
+                  mask: Mapping[str, torch.Tensor] | None) -> tuple[State, int, float]:
+    gen = torch.Generator().manual_seed(derive_seed(config.seed, round_, client_id))
+    cpu = torch.device("cpu")
+    seen = local_train(model, data, config, gen, cpu, mask)
+    return state_copy(model), seen, flops_per_sample(model, data, config.batch_size, cpu)
+
+
+class ClientProcesses:
+    """A client runtime whose clients train in ``workers`` processes of ``threads`` threads each.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes; default: the number of cores.
+    threads : int, optional
+        Torch threads per worker; default: this process's threads divided by ``workers`` (at least 1).
+    """
+
+    runs_custom_trainers_here = True   # fl.train_round sends a custom local trainer's rounds to InProcess
+
+    def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
+        self.workers = max(1, workers or os.cpu_count() or 1)
+        self.threads = max(1, threads or torch.get_num_threads() // self.workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> ClientProcesses:
+        self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
+                                         initializer=_init_worker, initargs=(self.threads,))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers (also done on leaving the ``with`` block)."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def train_round(self, model: nn.Module, state: State, clients: Sequence, client_ids: Sequence[int],
+                    config: FedConfig, round_: int, device: torch.device,
+                    mask: Mapping[str, torch.Tensor] | None = None) -> list[Trained]:
+        if self._pool is None:
+            raise RuntimeError("ClientProcesses is not started: use it as `with ClientProcesses() as r:`")
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"ClientProcesses trains on the CPU only, got device {device}")
+        model.load_state_dict(state)
+        jobs = [self._pool.submit(_train_client, copy.deepcopy(model), data, config, round_, cid, mask)
+                for data, cid in zip(clients, client_ids)]
+        out = []
+        for job in jobs:
+            trained, seen, fps = job.result()
+            # own copies: tensors received from a worker live in shared memory, one file descriptor each
+            out.append(Trained({k: v.clone() for k, v in trained.items()}, seen, fps))
+        return out
