@@ -15,8 +15,9 @@ for the whole block::
         fl.train(net, clients, config)          # FedAvg, Retrain, FT, recoveries: unchanged code
 
 Client data travel once, through shared memory (their tensors are moved there, values untouched; the
-workers only read them); the model travels as a fresh copy for each client and the trained states come
-back as ordinary tensors. CPU only. A custom local trainer (FOUL's L2U) runs in this process instead.
+workers only read them), so ``/dev/shm`` must hold them (all of Fashion-MNIST: about 190 MB; Docker's default
+of 64 MB is too small). The model travels as a fresh copy for each client, and the trained states come back
+as ordinary tensors. CPU only. A custom local trainer (FOUL's L2U) runs in this process instead.
 """
 from __future__ import annotations
 
