@@ -10,6 +10,10 @@ conv 32/64 5x5, fc 512; ``fuhelpers.experiments.registry.CPU``).
   D  C with the clients of each round trained in parallel processes, one per thread of the others
      (``fuhelpers.processes.ClientProcesses``; the pool starts before the timing, as the warm-up runs do)
 
+On a CPU that only emulates bf16 (no AVX512-BF16 or AMX: ``fuhelpers.precision.native_bf16``) bf16 is several
+times slower than fp32, so C and the bf16 half of the accuracy comparison are skipped and D runs in fp32: the
+arithmetic the experiment runner uses there (``fuhelpers.precision.effective_precision``).
+
 The repeats alternate A B C D A B C D ... so that a change of machine load hits all four alike; each repeat
 trains ``--rounds`` rounds from the same initial model and is timed as a whole (evaluation excluded).
 The run also measures the matmul peak (``torch.mm`` of 2048 x 2048, fp32 and bf16) and reports
@@ -36,9 +40,11 @@ import torch.nn.functional as F
 from fuhelpers import data, fl, metrics, models, partition
 from fuhelpers.device import numerics, set_threads
 from fuhelpers.experiments.registry import CPU
+from fuhelpers.precision import effective_precision
 from fuhelpers.processes import ClientProcesses
 
 NUM_CLIENTS, BATCH, LR, MOMENTUM = 10, 32, 0.01, 0.9
+FAST = effective_precision("bf16", "cpu")  # "fp32" where this CPU only emulates bf16
 
 
 def parse_args(argv=None):
@@ -106,8 +112,9 @@ def engine(precision: str, runtime=None):
 
 
 def paths(runtime: ClientProcesses) -> dict:
-    return {"A plain fp32": plain_fedavg, "B fl.train fp32": engine("fp32"), "C fl.train bf16": engine("bf16"),
-            f"D bf16 {runtime.workers} procs": engine("bf16", runtime)}
+    one_process = {"C fl.train bf16": engine("bf16")} if FAST == "bf16" else {}
+    return {"A plain fp32": plain_fedavg, "B fl.train fp32": engine("fp32"), **one_process,
+            f"D {FAST} {runtime.workers} procs": engine(FAST, runtime)}
 
 
 # ------------------------------------------------------------------ measurements
@@ -145,13 +152,17 @@ def measure(args, threads: int, runtime: ClientProcesses) -> None:
     info = numerics()
     print(f"# FedAvg throughput: {NUM_CLIENTS} IID clients x {len(clients[0])} Fashion-MNIST images, batch {BATCH}, "
           f"SGD lr {LR} momentum {MOMENTUM}, {CPU.arch} {CPU.arch_kwargs} ({models.count_parameters(new_model(0))} parameters), "
-          f"{args.rounds} round(s) per repeat, {repeats} repeats A B C D alternating{' (QUICK)' if args.quick else ''}")
+          f"{args.rounds} round(s) per repeat, {repeats} repeats {' '.join(name[0] for name in PATHS)} alternating{' (QUICK)' if args.quick else ''}")
     print(f"# cpu: {info['cpu']}; capability {info['cpu_capability']}; torch {info['torch']}; threads {threads}")
 
     mm_n, mm_reps = (512, 3) if args.quick else (2048, 5)
-    peak = {dt: matmul_gflops(mm_n, dt, mm_reps) for dt in (torch.float32, torch.bfloat16)}
-    print(f"# matmul peak (torch.mm {mm_n}x{mm_n}, best of {mm_reps}): fp32 {peak[torch.float32]:.1f} GFLOP/s, "
-          f"bf16 {peak[torch.bfloat16]:.1f} GFLOP/s")
+    dtypes = (torch.float32, torch.bfloat16) if FAST == "bf16" else (torch.float32,)
+    peak = {dt: matmul_gflops(mm_n, dt, mm_reps) for dt in dtypes}
+    print(f"# matmul peak (torch.mm {mm_n}x{mm_n}, best of {mm_reps}): "
+          + ", ".join(f"{str(dt).removeprefix('torch.')} {gflops:.1f} GFLOP/s" for dt, gflops in peak.items()))
+    if FAST != "bf16":
+        print("# bf16 is emulated on this CPU (no AVX512-BF16 or AMX): path C and the bf16 accuracy are skipped, "
+              "D runs in fp32")
 
     flops_per_image = fl.flops_per_sample(new_model(0), clients[0], BATCH, torch.device("cpu"))
     warm = [c.subset(range(2 * BATCH)) for c in clients[:2]]  # oneDNN builds its kernels on first use
@@ -176,14 +187,19 @@ def measure(args, threads: int, runtime: ClientProcesses) -> None:
               f"{acc:>10.4f}   {' '.join(f'{s:.2f}' for s in times[name])}")
     print(f"# GFLOP/s: {flops_per_image / 1e6:.2f} MFLOP per image (fl.flops_per_sample, forward + backward) x img/s")
 
+    fastest = [name for name in PATHS if name.startswith("D ")][0]
     start = time.perf_counter()
-    metrics.accuracy(final["C fl.train bf16"], test_set)
+    metrics.accuracy(final[fastest], test_set)
     slow = time.perf_counter() - start
     start = time.perf_counter()
-    metrics.fast_accuracy(final["C fl.train bf16"], test_set, precision="bf16")
+    metrics.fast_accuracy(final[fastest], test_set, precision=FAST)
     fast = time.perf_counter() - start
     print(f"# test-set evaluation ({len(test_set)} images): metrics.accuracy {slow:.2f} s, "
-          f"metrics.fast_accuracy(precision='bf16') {fast:.2f} s")
+          f"metrics.fast_accuracy(precision='{FAST}') {fast:.2f} s")
+    plain = statistics.median(times["A plain fp32"])
+    if FAST != "bf16":
+        print(f"fedavg_round_speedup_vs_plain_fp32: {plain / statistics.median(times[fastest]):.2f}")
+        return
 
     # accuracy over seeds: seed 0 comes from the timed runs, the others are trained here
     accs = {"fp32": [metrics.accuracy(final["B fl.train fp32"], test_set)],
@@ -202,8 +218,6 @@ def measure(args, threads: int, runtime: ClientProcesses) -> None:
     verdict = {True: "yes", False: "NO", None: "n/a (one seed)"}[within]
     print(f"  bf16 - fp32 = {diff:+.4f}; within the fp32 seed spread (|diff| <= 2 std): {verdict}")
 
-    plain = statistics.median(times["A plain fp32"])
-    fastest = [name for name in PATHS if name.startswith("D ")][0]
     print(f"# one process (C) against A: {plain / statistics.median(times['C fl.train bf16']):.2f}")
     print(f"fedavg_round_speedup_vs_plain_fp32: {plain / statistics.median(times[fastest]):.2f}")
 

@@ -3,6 +3,7 @@ setting of every scenario, the record schema, resuming, tables from records, and
 import dataclasses
 import json
 import math
+import warnings
 from types import SimpleNamespace
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from scipy import stats
 
-from fuhelpers import audit, metrics, partition
+from fuhelpers import audit, metrics, partition, precision
 from fuhelpers import experiments as ex
 from fuhelpers.experiments import __main__ as cli
 from fuhelpers.experiments import measures as emeasure
@@ -401,6 +402,25 @@ def test_clients_in_worker_processes_give_the_in_process_record(tmp_path, monkey
     assert workers["runs"][0]["client_processes"] == 2 and "client_processes" not in here["runs"][0]
 
 
+@pytest.mark.parametrize("native", [False, True])
+def test_emulated_bf16_runs_as_fp32_and_the_run_says_so(tmp_path, monkeypatch, native):
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": native)
+    tiny = lambda precision: ex.Experiment("tiny", "shrunk", "none", ("iid",), ("ft",), {"smoke": ex.Scale(
+        {"iid": dataclasses.replace(TINY, precision=precision)}, (0,))})
+    ex.run(tiny("fp32"), root=tmp_path / "fp32")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ex.run(tiny("bf16"), root=tmp_path / "bf16")
+    fp32, bf16 = (records.load("tiny", "smoke", 0, tmp_path / p) for p in ("fp32", "bf16"))
+    emulated = [w for w in caught if "emulated" in str(w.message)]
+    if native:
+        assert not emulated and "precision" not in bf16["runs"][0] and _numbers(bf16) != _numbers(fp32)
+    else:   # the fp32 run's numbers, under the bf16 setting's fingerprint, and the run entry says why
+        assert len(emulated) == 1 and bf16["runs"][0]["precision"] == {"bf16": "fp32"}
+        assert _numbers(bf16) == _numbers(fp32)
+        assert bf16["scenarios"]["iid"]["fingerprint"] != fp32["scenarios"]["iid"]["fingerprint"]
+
+
 def test_command_line_rejects_unknown_names(capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "nowhere"])
@@ -514,9 +534,11 @@ def test_committed_records_were_made_under_the_registry_s_current_configuration(
     assert found > 0 or not any(ex.records.results_dir().glob("*/cpu/seed*.json"))
 
 
-def test_the_curves_of_a_bf16_setting_track_the_fp32_measures():
+def test_the_curves_of_a_bf16_setting_track_the_fp32_measures(monkeypatch):
     """per_round evaluates in the setting's precision; its values stay within a few near-ties of fp32 accuracy."""
+    monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": True)   # bf16 even where it is emulated
     p = ex.prepare("backdoor", dataclasses.replace(TINY, precision="bf16"), seed=0, record_history=False)
+    assert p.setting.precision == "bf16"
     fed = p.federation
     curve = per_round(p)(p.model)
     fp32 = {"forget_acc": metrics.accuracy(p.model, fed.forget_data(p.request)),

@@ -12,7 +12,8 @@ import torch
 from fuhelpers import fl, metrics, models
 from fuhelpers.data import ArrayDataset
 from fuhelpers.fl import FedConfig, derive_seed, fedavg, local_train, state_copy, train
-from fuhelpers.precision import PRECISIONS, AutocastSettings, Precision, autocast_settings
+from fuhelpers.precision import (PRECISIONS, AutocastSettings, Precision, autocast_settings, effective_precision,
+                                 native_bf16)
 
 CPU = torch.device("cpu")
 U_BF16 = 2.0**-8  # unit roundoff of bfloat16: 8 significant bits (7 stored + 1 implicit)
@@ -310,3 +311,43 @@ def test_fast_path_sgd_is_fused_and_updates_like_hand_written_momentum_sgd():
             p.grad = grad.clone()
             opt.step()
         torch.testing.assert_close(p.detach(), w, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- where bf16 is fast
+def _cpu_flags() -> set[str] | None:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), None)
+    except OSError:
+        return None
+
+
+def test_native_bf16_agrees_with_the_cpu_flags():
+    flags = _cpu_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags (not Linux on x86)")
+    assert native_bf16("cpu") == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_effective_precision_runs_emulated_bf16_as_fp32(monkeypatch, avx512_bf16, amx, native):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    assert native_bf16("cpu") is native
+    assert effective_precision("bf16", "cpu") == ("bf16" if native else "fp32")
+    assert effective_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        effective_precision("half", "cpu")
+
+
+def test_native_bf16_on_cuda_does_not_count_emulation(monkeypatch):
+    asked = {}
+
+    def is_bf16_supported(including_emulation=True):
+        asked["emulation"] = including_emulation
+        return including_emulation            # a GPU that only emulates bf16 (a T4, say)
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert not native_bf16("cuda") and asked == {"emulation": False}
+    assert effective_precision("bf16", "cuda") == "fp32" and effective_precision("fp16", "cuda") == "fp16"
+    assert not native_bf16("mps")

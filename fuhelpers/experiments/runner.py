@@ -112,6 +112,8 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     bar.set_postfix_str(f"seed {seed}, {scenario}: original")
     setting = exp.setting(scenario, scale)
     p = prepare(scenario_of(scenario), setting, seed, record_history=needs_history(todo), device=device)
+    if p.setting.precision != setting.precision:  # emulated bf16 ran as fp32: the run entry says so
+        this_run.setdefault("precision", {})[setting.precision] = p.setting.precision
     if setting.audit_refs:
         bar.set_postfix_str(f"seed {seed}, {scenario}: reference federations of the audit")
         p.cache["audit"] = audit.load_or_train(p, setting.audit_refs, setting.audit_pairs,

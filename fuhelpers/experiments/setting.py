@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..device import resolve_device
 from ..federation import Federation, Request
 from ..fl import FedConfig, train
 from ..history import History
+from ..precision import effective_precision
 
 @dataclass(frozen=True)
 class Setting:
@@ -54,7 +56,8 @@ class Setting:
         replaces the local epochs by that many SGD steps per client and round.
     precision : {"fp32", "bf16", "fp16"}
         Arithmetic of every FedAvg loop of the experiment (:class:`fuhelpers.fl.FedConfig`); fp32 is
-        the reference, bf16 the CPU fast path of the ``cpu`` scale.
+        the reference, bf16 the fast path of the ``cpu`` and ``gpu`` scales, run as fp32 on a device that
+        only emulates bf16 (:meth:`on`).
     recovery_rounds, recovery_seed_offset
         FedAvg rounds of FT and NoT's recovery, seeded with ``seed + recovery_seed_offset``.
     audit_refs, audit_pairs : int, int or None
@@ -100,6 +103,14 @@ class Setting:
         return FedConfig(num_rounds=self.num_rounds, local_epochs=self.local_epochs, local_steps=self.local_steps,
                          lr=self.lr, batch_size=self.batch_size, seed=seed, precision=self.precision)
 
+    def on(self, device) -> Setting:
+        """This setting with the arithmetic ``device`` affords: bf16 becomes fp32 where it is emulated.
+
+        See :func:`fuhelpers.precision.effective_precision`; returns ``self`` when nothing changes.
+        """
+        precision = effective_precision(self.precision, resolve_device(device))
+        return self if precision == self.precision else dataclasses.replace(self, precision=precision)
+
     def recovery_config(self, seed: int) -> FedConfig:
         """FedAvg of FT and of NoT's recovery: fewer rounds, their own seed."""
         return dataclasses.replace(self.fed_config(seed), num_rounds=self.recovery_rounds,
@@ -117,7 +128,9 @@ class Prepared:
 
     Attributes
     ----------
-    scenario, seed, setting
+    scenario, seed
+    setting : Setting
+        The setting as run: with fp32 in place of bf16 on a device that emulates bf16 (:meth:`Setting.on`).
     federation, request
         The clients (and server set) and what to forget.
     target : ArrayDataset
@@ -265,10 +278,16 @@ def prepare(scenario: str, setting: Setting, seed: int, *, record_history: bool 
     record_history : bool
         Keep every client's upload of every round (FedEraser and DPUL need it).
     device : torch.device or str, optional
-        Default: the model's (CPU); pass ``fuhelpers.try_gpu()`` for a GPU.
+        Default: the model's (CPU); pass ``fuhelpers.try_gpu()`` for a GPU. Where it only emulates the
+        setting's bf16, the run uses fp32, with a warning, and the returned ``setting`` says so (:meth:`Setting.on`).
     """
     fed, request, target, mia_fed = build_task(scenario, setting, seed)
     device = resolve_device(device)
+    asked, setting = setting, setting.on(device)
+    if setting is not asked:
+        warnings.warn(f"{asked.precision} is emulated on this device ({device}), several times slower than "
+                      f"{setting.precision}: running {setting.precision}, whose numbers differ from a "
+                      f"{asked.precision} run's in the last digits", stacklevel=2)
     torch.manual_seed(seed)
     net = models.model_for(fed.clients[0], setting.arch, **setting.arch_kwargs).to(device)
     init_state = copy.deepcopy(net.state_dict())
