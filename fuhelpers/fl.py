@@ -230,7 +230,11 @@ class Trained:
 
 
 class ClientRuntime(Protocol):
-    """Where clients train: ``train_round`` runs one round's local training of ``clients``, all from ``state``."""
+    """Where clients train: ``train_round`` runs one round's local training of ``clients``, all from ``state``.
+
+    A runtime that can also train with a custom local trainer has ``takes_local_trainer(trainer) -> bool`` and
+    accepts the trainer as ``train_round``'s last argument (see :func:`train_round`).
+    """
 
     def train_round(self, model: nn.Module, state: State, clients: Sequence, client_ids: Sequence[int],
                     config: FedConfig, round_: int, device: torch.device,
@@ -278,17 +282,22 @@ def train_round(model: nn.Module, state: State, clients: Sequence, client_ids: S
     """One round of local training of ``clients`` (global ids ``client_ids``), each starting from ``state``.
 
     Client ``c`` of round ``t`` draws its batches from ``derive_seed(config.seed, t, c)``, wherever it runs.
-    ``model`` is scratch space (its state is overwritten). A custom ``local_trainer`` runs in process only:
-    under a runtime that says ``runs_custom_trainers_here`` (:class:`fuhelpers.processes.ClientProcesses`)
-    its rounds train in this process; any other runtime refuses it.
+    ``model`` is scratch space (its state is overwritten). A custom ``local_trainer`` goes to a runtime that
+    has ``takes_local_trainer(local_trainer)`` (:class:`fuhelpers.processes.ClientProcesses`): where that
+    says True, the runtime trains with it, else its rounds train in this process; any other runtime refuses it.
     """
     runtime = active_runtime()
-    if runtime is None or (local_trainer is not None and getattr(runtime, "runs_custom_trainers_here", False)):
+    if runtime is None:
         return InProcess(local_trainer).train_round(model, state, clients, client_ids, config, round_, device, mask)
-    if local_trainer is not None:
+    if local_trainer is None:
+        return runtime.train_round(model, state, clients, client_ids, config, round_, device, mask)
+    takes = getattr(runtime, "takes_local_trainer", None)
+    if takes is None:
         raise ValueError(f"a custom local trainer ({getattr(local_trainer, '__name__', local_trainer)}) runs in "
                          f"this process only, not on {type(runtime).__name__}")
-    return runtime.train_round(model, state, clients, client_ids, config, round_, device, mask)
+    if takes(local_trainer):
+        return runtime.train_round(model, state, clients, client_ids, config, round_, device, mask, local_trainer)
+    return InProcess(local_trainer).train_round(model, state, clients, client_ids, config, round_, device, mask)
 
 
 def _sample_clients(sizes: Sequence[int], config: FedConfig, t: int) -> list[int]:

@@ -17,7 +17,12 @@ for the whole block::
 Client data travel once, through shared memory (their tensors are moved there, values untouched; the
 workers only read them), so ``/dev/shm`` must hold them (all of Fashion-MNIST: about 190 MB; Docker's default
 of 64 MB is too small). The model travels as a fresh copy for each client, and the trained states come back
-as ordinary tensors. CPU only. A custom local trainer (FOUL's L2U) runs in this process instead.
+as ordinary tensors. CPU only.
+
+A custom local trainer (``fl.train(..., local_trainer=...)``) trains in the workers when it says so with
+``runs_in_workers = True``: it must then pickle, and keep its totals (FOUL's L2U counts FLOPs) through two
+methods, ``fresh()``, a copy with empty totals that each client's worker receives, and ``merge(other)``, which
+adds a worker's copy back. Any other trainer (a closure, say) trains in this process.
 """
 from __future__ import annotations
 
@@ -40,11 +45,11 @@ def _init_worker(threads: int) -> None:
 
 
 def _train_client(model: nn.Module, data, config: FedConfig, round_: int, client_id: int,
-                  mask: Mapping[str, torch.Tensor] | None) -> tuple[State, int, float]:
+                  mask: Mapping[str, torch.Tensor] | None, trainer=None) -> tuple[State, int, float, object]:
     gen = torch.Generator().manual_seed(derive_seed(config.seed, round_, client_id))
     cpu = torch.device("cpu")
-    seen = local_train(model, data, config, gen, cpu, mask)
-    return state_copy(model), seen, flops_per_sample(model, data, config.batch_size, cpu)
+    seen = (local_train if trainer is None else trainer)(model, data, config, gen, cpu, mask)
+    return state_copy(model), seen, flops_per_sample(model, data, config.batch_size, cpu), trainer
 
 
 class ClientProcesses:
@@ -57,8 +62,6 @@ class ClientProcesses:
     threads : int, optional
         Torch threads per worker; default: this process's threads divided by ``workers`` (at least 1).
     """
-
-    runs_custom_trainers_here = True   # fl.train_round sends a custom local trainer's rounds to InProcess
 
     def __init__(self, workers: int | None = None, threads: int | None = None) -> None:
         self.workers = max(1, workers or os.cpu_count() or 1)
@@ -79,19 +82,29 @@ class ClientProcesses:
             self._pool.shutdown()
             self._pool = None
 
+    @staticmethod
+    def takes_local_trainer(trainer) -> bool:
+        """Whether ``trainer`` trains in the workers (``runs_in_workers``); else ``fl.train_round`` trains it here."""
+        return bool(getattr(trainer, "runs_in_workers", False))
+
     def train_round(self, model: nn.Module, state: State, clients: Sequence, client_ids: Sequence[int],
                     config: FedConfig, round_: int, device: torch.device,
-                    mask: Mapping[str, torch.Tensor] | None = None) -> list[Trained]:
+                    mask: Mapping[str, torch.Tensor] | None = None, local_trainer=None) -> list[Trained]:
         if self._pool is None:
             raise RuntimeError("ClientProcesses is not started: use it as `with ClientProcesses() as r:`")
         if torch.device(device).type != "cpu":
             raise ValueError(f"ClientProcesses trains on the CPU only, got device {device}")
         model.load_state_dict(state)
-        jobs = [self._pool.submit(_train_client, copy.deepcopy(model), data, config, round_, cid, mask)
+        if local_trainer is not None and not self.takes_local_trainer(local_trainer):
+            raise ValueError("this local trainer does not say runs_in_workers: fl.train_round trains it in process")
+        jobs = [self._pool.submit(_train_client, copy.deepcopy(model), data, config, round_, cid, mask,
+                                  None if local_trainer is None else local_trainer.fresh())
                 for data, cid in zip(clients, client_ids)]
         out = []
         for job in jobs:
-            trained, seen, fps = job.result()
+            trained, seen, fps, used = job.result()
+            if used is not None:
+                local_trainer.merge(used)
             # own copies: tensors received from a worker live in shared memory, one file descriptor each
             out.append(Trained({k: v.clone() for k, v in trained.items()}, seen, fps))
         return out

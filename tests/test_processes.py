@@ -102,11 +102,36 @@ def test_the_bf16_fast_path_matches_the_loop(runtime):
     assert_same_weights(ref.model, out.model)
 
 
+def test_l2u_trains_in_the_workers_as_in_the_loop_and_counts_the_same_flops(runtime, monkeypatch):
+    from fuhelpers.unlearn.foul.l2u import L2UConfig, L2UModel, train_l2u
+
+    def l2u():
+        torch.manual_seed(0)
+        return L2UModel(1, 10, 12, width=4, causal_dim=6, noncausal_dim=6)
+
+    clients = image_clients([20, 13])
+    config = fl.FedConfig(num_rounds=2, local_epochs=1, batch_size=8, lr=0.05, momentum=0.9)
+    with one_thread():
+        ref = train_l2u(l2u(), clients, config, L2UConfig(), progress=False)
+    sent, submit = [], runtime._pool.submit
+
+    def spy(fn, *args):
+        sent.append(args[-1])            # what went to a worker with the client: the trainer's fresh copy
+        return submit(fn, *args)
+
+    monkeypatch.setattr(runtime._pool, "submit", spy)
+    with fl.client_runtime(runtime):
+        out = train_l2u(l2u(), clients, config, L2UConfig(), progress=False)
+    assert len(sent) == 4 and all(t is not None and t.flops == 0 for t in sent)
+    assert_same_weights(ref.model, out.model)
+    assert out.cost.flops == ref.cost.flops > 0
+
+
 def test_a_custom_local_trainer_runs_here(runtime):
     calls = []
 
     def counting_trainer(model, data, config, generator, device, mask=None):
-        calls.append(len(data))          # a closure: it could not be sent to a worker
+        calls.append(len(data))          # a closure without runs_in_workers: it trains in this process
         return fl.local_train(model, data, config, generator, device, mask)
 
     clients = [make_blobs(n=20, seed=0), make_blobs(n=12, seed=1)]

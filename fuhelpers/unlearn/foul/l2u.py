@@ -717,11 +717,26 @@ def loss_flops_per_sample(model: nn.Module, xb: Tensor, yb: Tensor, loss_fn: Cal
 
 
 class _L2UTrainer:
-    """:func:`l2u_local_train` with the call signature of :func:`fuhelpers.fl.local_train`; counts FLOPs per phase."""
+    """:func:`l2u_local_train` with the call signature of :func:`fuhelpers.fl.local_train`; counts FLOPs per phase.
+
+    It may train in :class:`fuhelpers.processes.ClientProcesses`' workers: each client gets a :meth:`fresh`
+    copy there, and :meth:`merge` adds the copy's FLOPs back. A phase's FLOPs per sample are measured once
+    per process, on the first batch it counts (:func:`loss_flops_per_sample`), and the loss's operations
+    depend a little on the batch's labels (the variance term skips singleton classes), so totals from the
+    workers and from one process can differ in the fifth digit (4e-5 relative in the ``foul`` smoke run).
+    """
+
+    runs_in_workers = True
 
     def __init__(self, cfg: L2UConfig):
         self.cfg = cfg
         self.flops = 0.0
+
+    def fresh(self) -> _L2UTrainer:
+        return _L2UTrainer(self.cfg)
+
+    def merge(self, other: _L2UTrainer) -> None:
+        self.flops += other.flops
 
     def _phase_flops(self, model, data, fed_config, device, terms) -> float:
         xb = data.x[: fed_config.batch_size].to(device)
