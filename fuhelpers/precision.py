@@ -51,18 +51,22 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+_NATIVE_BF16_CPU = ("avx512_bf16", "amx_bf16", "bf16")   # x86's AVX512-BF16 and AMX, ARM's BF16 extension
+
+
 def native_bf16(device: torch.device | str = "cpu") -> bool:
     """Whether ``device`` computes bfloat16 in hardware rather than emulating it.
 
-    A CPU: AVX512-BF16 or AMX (as torch reports them; other CPUs, ARM included, count as emulating).
-    A CUDA GPU: bf16 without emulation (compute capability 8.0 or newer). Anything else: False.
+    A CPU: one of :data:`_NATIVE_BF16_CPU` in ``torch.cpu.get_capabilities()`` (without that function,
+    older torch, False). A CUDA device: compute capability 8.0 or newer, as torch reports it for that
+    device. Anything else: False.
     """
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device) >= (8, 0)
     if device.type == "cpu":
-        return any(getattr(torch.cpu, probe, lambda: False)()
-                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return any(bool(caps.get(flag)) for flag in _NATIVE_BF16_CPU)
     return False
 
 

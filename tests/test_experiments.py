@@ -415,8 +415,10 @@ def test_emulated_bf16_runs_as_fp32_and_the_run_says_so(tmp_path, monkeypatch, n
     emulated = [w for w in caught if "emulated" in str(w.message)]
     if native:
         assert not emulated and "precision" not in bf16["runs"][0] and _numbers(bf16) != _numbers(fp32)
+        assert bf16["scenarios"]["iid"]["precision"] == "bf16"
     else:   # the fp32 run's numbers, under the bf16 setting's fingerprint, and the run entry says why
         assert len(emulated) == 1 and bf16["runs"][0]["precision"] == {"bf16": "fp32"}
+        assert bf16["scenarios"]["iid"]["precision"] == fp32["scenarios"]["iid"]["precision"] == "fp32"
         assert _numbers(bf16) == _numbers(fp32)
         assert bf16["scenarios"]["iid"]["fingerprint"] != fp32["scenarios"]["iid"]["fingerprint"]
 

@@ -329,10 +329,11 @@ def test_native_bf16_agrees_with_the_cpu_flags():
     assert native_bf16("cpu") == bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
-@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
-def test_effective_precision_runs_emulated_bf16_as_fp32(monkeypatch, avx512_bf16, amx, native):
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+@pytest.mark.parametrize("flags, native", [({"avx2": True, "avx512_f": True}, False), ({"avx512_bf16": True}, True),
+                                           ({"amx_bf16": True, "amx_tile": True}, True), ({"bf16": True}, True),
+                                           ({"avx512_bf16": False, "sve_max_length": 256}, False)])
+def test_effective_precision_runs_emulated_bf16_as_fp32(monkeypatch, flags, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"architecture": "test", **flags})
     assert native_bf16("cpu") is native
     assert effective_precision("bf16", "cpu") == ("bf16" if native else "fp32")
     assert effective_precision("fp32", "cpu") == "fp32"
@@ -340,14 +341,16 @@ def test_effective_precision_runs_emulated_bf16_as_fp32(monkeypatch, avx512_bf16
         effective_precision("half", "cpu")
 
 
-def test_native_bf16_on_cuda_does_not_count_emulation(monkeypatch):
-    asked = {}
+@pytest.mark.parametrize("capability, native", [((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_native_bf16_on_cuda_reads_the_devices_compute_capability(monkeypatch, capability, native):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    assert native_bf16("cuda:1") is native and asked == [torch.device("cuda", 1)]
+    assert effective_precision("bf16", "cuda") == ("bf16" if native else "fp32")
+    assert effective_precision("fp16", "cuda") == "fp16"
 
-    def is_bf16_supported(including_emulation=True):
-        asked["emulation"] = including_emulation
-        return including_emulation            # a GPU that only emulates bf16 (a T4, say)
 
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
-    assert not native_bf16("cuda") and asked == {"emulation": False}
-    assert effective_precision("bf16", "cuda") == "fp32" and effective_precision("fp16", "cuda") == "fp16"
-    assert not native_bf16("mps")
+def test_native_bf16_without_cuda_or_on_other_devices(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not native_bf16("cuda") and not native_bf16("mps")

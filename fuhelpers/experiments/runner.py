@@ -6,6 +6,10 @@ scenario are kept; the starting point is trained again (same seed) and must meas
 otherwise (another machine's kernels, another commit) the scenario starts over, with a warning. A
 finished scenario is not recomputed unless ``fresh=True``. Each model's entry names the commit that
 produced it (``commits``), so a record resumed under a later commit says which numbers came from which.
+
+Where the device only emulates a setting's bf16, the run trains in fp32 (:meth:`Setting.on`): the run's entry
+in ``runs`` says ``"precision": {"bf16": "fp32"}`` and each scenario's entry its ``precision``; a scenario
+begun in bf16 elsewhere then measures differently and starts over.
 """
 from __future__ import annotations
 
@@ -112,13 +116,14 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     bar.set_postfix_str(f"seed {seed}, {scenario}: original")
     setting = exp.setting(scenario, scale)
     p = prepare(scenario_of(scenario), setting, seed, record_history=needs_history(todo), device=device)
-    if p.setting.precision != setting.precision:  # emulated bf16 ran as fp32: the run entry says so
+    ran_as = "" if p.setting.precision == setting.precision else f"-{p.setting.precision}"
+    if ran_as:  # emulated bf16 ran as fp32: the run entry says so, and the scenario's entry below
         this_run.setdefault("precision", {})[setting.precision] = p.setting.precision
     if setting.audit_refs:
         bar.set_postfix_str(f"seed {seed}, {scenario}: reference federations of the audit")
         p.cache["audit"] = audit.load_or_train(p, setting.audit_refs, setting.audit_pairs,
                                                records.path(exp.name, scale, seed, root).parent / "audit" /
-                                               f"seed{seed}_{scenario.replace('/', '-')}_{fp}.npz")
+                                               f"seed{seed}_{scenario.replace('/', '-')}_{fp}{ran_as}.npz")
     original, details = _measure(p, p.model)
     if "original" in entry["measures"] and entry["measures"]["original"] != original:
         warnings.warn(f"seed {seed}, {scenario}: the starting point measures differently from the stored one "
@@ -130,6 +135,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
         if details is not None:
             entry["audit"]["details"]["original"] = details
     entry["measures"]["original"], entry["costs"]["original"] = original, dataclasses.asdict(p.pretrain_cost)
+    entry["precision"] = p.setting.precision   # the arithmetic of every model of the scenario
     entry["commits"].setdefault("original", this_run["git_commit"])
     bar.update(1 + len(variants) - len(todo))
     for v in todo:

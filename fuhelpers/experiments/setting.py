@@ -286,8 +286,8 @@ def prepare(scenario: str, setting: Setting, seed: int, *, record_history: bool 
     asked, setting = setting, setting.on(device)
     if setting is not asked:
         warnings.warn(f"{asked.precision} is emulated on this device ({device}), several times slower than "
-                      f"{setting.precision}: running {setting.precision}, whose numbers differ from a "
-                      f"{asked.precision} run's in the last digits", stacklevel=2)
+                      f"{setting.precision}: running {setting.precision}; trained models differ from a "
+                      f"{asked.precision} run's as another CPU's do (within the seed spread)", stacklevel=2)
     torch.manual_seed(seed)
     net = models.model_for(fed.clients[0], setting.arch, **setting.arch_kwargs).to(device)
     init_state = copy.deepcopy(net.state_dict())

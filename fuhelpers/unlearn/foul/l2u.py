@@ -704,9 +704,12 @@ def loss_flops_per_sample(model: nn.Module, xb: Tensor, yb: Tensor, loss_fn: Cal
     """FLOPs of one forward + backward of ``loss_fn(model, xb, yb)`` per sample (cached; run on a copy).
 
     Like :func:`fuhelpers.cost.train_flops_per_sample`, for losses other than
-    a cross-entropy of ``model(x)``; ``key`` names the loss in the cache.
+    a cross-entropy of ``model(x)``; ``key`` names the loss in the cache. The count depends on the batch
+    size and on how many classes the batch holds (the prototype loss's products scale with it), so both
+    are part of the cache key: the count does not depend on which batch a process happened to see first.
     """
-    cache_key = (type(model).__name__, tuple(p.shape for p in model.parameters()), tuple(xb.shape[1:]), key)
+    cache_key = (type(model).__name__, tuple(p.shape for p in model.parameters()), tuple(xb.shape),
+                 int(yb.unique().numel()), key)
     if cache_key not in _FLOPS_CACHE:
         probe = copy.deepcopy(model)
         counter = FlopCounterMode(display=False)
@@ -720,10 +723,7 @@ class _L2UTrainer:
     """:func:`l2u_local_train` with the call signature of :func:`fuhelpers.fl.local_train`; counts FLOPs per phase.
 
     It may train in :class:`fuhelpers.processes.ClientProcesses`' workers: each client gets a :meth:`fresh`
-    copy there, and :meth:`merge` adds the copy's FLOPs back. A phase's FLOPs per sample are measured once
-    per process, on the first batch it counts (:func:`loss_flops_per_sample`), and the loss's operations
-    depend a little on the batch's labels (the variance term skips singleton classes), so totals from the
-    workers and from one process can differ in the fifth digit (4e-5 relative in the ``foul`` smoke run).
+    copy there, and :meth:`merge` adds the copy's FLOPs back, the same total as in one process.
     """
 
     runs_in_workers = True
