@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -40,8 +42,20 @@ from .fl import FedConfig, State, Trained, derive_seed, flops_per_sample, local_
 __all__ = ["ClientProcesses"]
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int, every: float = 0.5) -> None:
+    """End this worker once ``parent`` is gone, even in the middle of a client.
+
+    A parent that is killed (a stopped session, ``kill``) never shuts its pool down; without this its
+    workers would finish their client and then wait forever, each holding a copy of torch and the data.
+    """
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _train_client(model: nn.Module, data, config: FedConfig, round_: int, client_id: int,
@@ -70,7 +84,7 @@ class ClientProcesses:
 
     def __enter__(self) -> ClientProcesses:
         self._pool = ProcessPoolExecutor(self.workers, mp_context=mp.get_context("spawn"),
-                                         initializer=_init_worker, initargs=(self.threads,))
+                                         initializer=_init_worker, initargs=(self.threads, os.getpid()))
         return self
 
     def __exit__(self, *exc) -> None:

@@ -1,4 +1,9 @@
 """ClientProcesses (a round's clients in worker processes) against the in-process loop at the same thread count."""
+import os
+import signal
+import subprocess
+import sys
+import time
 from contextlib import contextmanager
 
 import pytest
@@ -151,3 +156,46 @@ def test_it_refuses_to_run_unstarted_or_off_the_cpu():
     r._pool = object()   # started as far as the check goes; the device check comes before any work
     with pytest.raises(ValueError, match="CPU only"):
         r.train_round(net, fl.state_copy(net), clients, [0], fl.FedConfig(), 0, "cuda")
+
+
+PARENT = """
+import os, sys, time
+from fuhelpers.processes import ClientProcesses
+
+if __name__ == "__main__":
+    with ClientProcesses(workers=2, threads=1) as r:
+        busy = [r._pool.submit(time.sleep, 600) for _ in range(2)]   # both workers in the middle of a job
+        time.sleep(1)
+        print(*r._pool._processes, flush=True)
+        time.sleep(600)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"     # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = []
+    try:
+        workers += [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(pid) for pid in workers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        parent.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
