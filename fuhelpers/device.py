@@ -9,6 +9,8 @@ import random
 import numpy as np
 import torch
 
+from .precision import native_bf16
+
 
 def resolve_device(device=None, model: torch.nn.Module | None = None) -> torch.device:
     """The one device rule of the package: ``device`` when given, else where ``model`` lives, else the CPU.
@@ -113,7 +115,7 @@ def same_numerics(provenance: dict) -> str | None:
 
 
 def describe_environment() -> dict[str, str]:
-    """Versions, hardware and CPU numerics (:func:`numerics`), printed by every chapter's first cell."""
+    """Versions, hardware, CPU numerics (:func:`numerics`) and bf16 support, printed by every chapter's first cell."""
     import sklearn  # noqa: F401  (imported for its version only)
 
     info = {
@@ -123,6 +125,7 @@ def describe_environment() -> dict[str, str]:
         "sklearn": sklearn.__version__,
         "device": str(try_gpu()),
         **numerics(),
+        "bf16": "native" if native_bf16(try_gpu()) else "emulated (the bf16 fast path runs in fp32 here)",
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)

@@ -402,6 +402,14 @@ def test_clients_in_worker_processes_give_the_in_process_record(tmp_path, monkey
     assert workers["runs"][0]["client_processes"] == 2 and "client_processes" not in here["runs"][0]
 
 
+def test_client_processes_on_a_gpu_are_refused_before_any_work(tmp_path, monkeypatch):
+    # the workers train on the CPU only; found out at the first round, a GPU run would fail after loading its data
+    monkeypatch.setitem(ex.EXPERIMENTS, "tiny", tiny_experiment(scenarios=("iid",), methods=("ft",)))
+    with pytest.raises(ValueError, match="CPU only"):
+        ex.run("tiny", root=tmp_path, device="cuda", client_processes=2)
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize("native", [False, True])
 def test_emulated_bf16_runs_as_fp32_and_the_run_says_so(tmp_path, monkeypatch, native):
     monkeypatch.setattr(precision, "native_bf16", lambda device="cpu": native)

@@ -11,6 +11,7 @@ import torch
 
 from fuhelpers import fl, metrics, models
 from fuhelpers.data import ArrayDataset
+from fuhelpers.device import describe_environment
 from fuhelpers.fl import FedConfig, derive_seed, fedavg, local_train, state_copy, train
 from fuhelpers.precision import (PRECISIONS, AutocastSettings, Precision, autocast_settings, effective_precision,
                                  native_bf16)
@@ -327,6 +328,14 @@ def test_native_bf16_agrees_with_the_cpu_flags():
     if flags is None:
         pytest.skip("no /proc/cpuinfo flags (not Linux on x86)")
     assert native_bf16("cpu") == bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def test_the_environment_a_chapter_prints_says_whether_bf16_is_native():
+    flags = _cpu_flags()
+    if flags is None or torch.cuda.is_available():
+        pytest.skip("no /proc/cpuinfo flags (not Linux on x86), or a GPU decides")
+    native = bool({"avx512_bf16", "amx_bf16"} & flags)
+    assert describe_environment()["bf16"].startswith("native" if native else "emulated")
 
 
 @pytest.mark.parametrize("flags, native", [({"avx2": True, "avx512_f": True}, False), ({"avx512_bf16": True}, True),

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 from .. import audit
 from ..cost import Cost
+from ..device import resolve_device
 from ..fl import client_runtime
 from ..processes import ClientProcesses
 from ..progress import progress
@@ -64,6 +65,8 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
         The records, one per seed.
     """
     exp = get(experiment) if isinstance(experiment, str) else experiment
+    if client_processes and resolve_device(device).type != "cpu":
+        raise ValueError(f"client processes train on the CPU only, not on {device}: run without them")
     seeds = list(exp.seeds(scale) if seeds is None else seeds)
     scenarios = list(scenarios or exp.scenarios)
     steps = len(seeds) * sum(len(exp.variants(s)) + 1 for s in scenarios)
