@@ -15,6 +15,12 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 FLOWER_NOTEBOOKS := notebooks/07_flower.ipynb
 CORE_NOTEBOOKS := $(filter-out $(FLOWER_NOTEBOOKS),$(NOTEBOOKS))
 export FUHELPERS_PROGRESS ?= 0
+# Tests run in WORKERS processes (pytest-xdist, default one per core), each test file or chapter whole in one of
+# them. Two chapters side by side each get CORES/WORKERS torch threads: on 2 cores, nbval took 17.3 min this way
+# against 27.6 min for one chapter after another at two threads (an AVX2 CPU; small models scale badly over
+# threads). WORKERS=0 runs everything in the pytest process.
+CORES   := $(shell $(PYTHON) -c "import os; print(os.cpu_count() or 1)")
+WORKERS ?= $(CORES)
 
 .PHONY: book test unit nbval smoke browser clean execute colab-pin flower
 
@@ -31,12 +37,13 @@ book: $(STAMP)
 test: unit nbval
 
 unit: $(STAMP)
-	$(PY) -m pytest tests --ignore=tests/flower
+	$(PY) -m pytest -n $(WORKERS) --dist loadfile tests --ignore=tests/flower
 
 # nbval re-executes each committed notebook and compares its text outputs, except in cells tagged
 # nbval-ignore-output: those print numbers of seeded training, which depend on the CPU's rounding (another CPU,
 # kernel cap or thread count gives other digits). The committed outputs come from the offline data
 # (../shared/data); without it the chapters run on embedded data and only execution is checked.
+# NBVAL_TESTS: test files run beside the chapters (make flower).
 nbval: $(STAMP)
 	@if $(PY) -c "import sys; from fuhelpers.data import available_datasets; sys.exit('mnist' not in available_datasets(present_only=True))"; then \
 	  mode=--nbval; \
@@ -44,7 +51,11 @@ nbval: $(STAMP)
 	  mode=--nbval-lax; \
 	  echo "NOTE: offline MNIST not found: notebooks run on embedded data; nbval checks execution only (--nbval-lax)."; \
 	fi; \
-	$(PY) -m pytest $$mode --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(CORE_NOTEBOOKS)
+	jobs=$(words $(CORE_NOTEBOOKS) $(NBVAL_TESTS)); workers=$$(( $(WORKERS) < jobs ? $(WORKERS) : jobs )); \
+	threads=$$(( workers > 0 ? $(CORES) / workers : $(CORES) )); \
+	echo "nbval: $$jobs files in $$workers workers, $$threads torch threads each"; \
+	FUHELPERS_THREADS=$${FUHELPERS_THREADS:-$$threads} $(PY) -m pytest $$mode -n $$workers --dist loadfile \
+	  --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(CORE_NOTEBOOKS) $(NBVAL_TESTS)
 
 # papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs). Not part of
 # `make test`: on a CPU it executes exactly what nbval executes; tests/test_notebooks.py checks the injection.
@@ -82,8 +93,7 @@ $(FLOWER_STAMP): $(STAMP) requirements-flower.txt
 	touch $(FLOWER_STAMP)
 
 flower: $(FLOWER_STAMP)
-	$(PY) -m pytest -p no:cacheprovider tests/flower
-	$(MAKE) nbval CORE_NOTEBOOKS="$(FLOWER_NOTEBOOKS)"      # chapter 7, checked like the others
+	$(MAKE) nbval CORE_NOTEBOOKS="$(FLOWER_NOTEBOOKS)" NBVAL_TESTS=tests/flower   # chapter 7 beside the tests
 
 # Pin the package revision the chapters install on Colab to the current commit (commit the package first, then
 # commit what this rewrites: pyproject.toml and the chapters' setup cells). See book/colab.py.
