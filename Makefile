@@ -21,6 +21,9 @@ export FUHELPERS_PROGRESS ?= 0
 # threads). WORKERS=0 runs everything in the pytest process.
 CORES   := $(shell $(PYTHON) -c "import os; print(os.cpu_count() or 1)")
 WORKERS ?= $(CORES)
+# $(call share,JOBS): shell code setting $workers (WORKERS, at most JOBS) and $threads (the cores shared out)
+share = jobs=$(1); workers=$$(( $(WORKERS) < jobs ? $(WORKERS) : jobs )); \
+	threads=$$(( workers > 0 ? $(CORES) / workers : $(CORES) )); [ $$threads -ge 1 ] || threads=1
 
 .PHONY: book test unit nbval smoke browser clean execute colab-pin flower
 
@@ -51,8 +54,7 @@ nbval: $(STAMP)
 	  mode=--nbval-lax; \
 	  echo "NOTE: offline MNIST not found: notebooks run on embedded data; nbval checks execution only (--nbval-lax)."; \
 	fi; \
-	jobs=$(words $(CORE_NOTEBOOKS) $(NBVAL_TESTS)); workers=$$(( $(WORKERS) < jobs ? $(WORKERS) : jobs )); \
-	threads=$$(( workers > 0 ? $(CORES) / workers : $(CORES) )); \
+	$(call share,$(words $(CORE_NOTEBOOKS) $(NBVAL_TESTS))); \
 	echo "nbval: $$jobs files in $$workers workers, $$threads torch threads each"; \
 	FUHELPERS_THREADS=$${FUHELPERS_THREADS:-$$threads} $(PY) -m pytest $$mode -n $$workers --dist loadfile \
 	  --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(CORE_NOTEBOOKS) $(NBVAL_TESTS)
@@ -76,12 +78,13 @@ browser: $(STAMP)
 # Re-execute the committed notebooks at smoke scale (after editing a chapter). Each runs on a copy in
 # _build/executed, and the copies replace the chapters only when all have run: a chapter's record then names
 # a clean commit (an executed chapter in the tree would make the next chapter's provenance "-dirty").
+# They run side by side, as under nbval (WORKERS processes, the cores shared out among them).
 execute: $(STAMP)
-	rm -rf _build/executed && mkdir -p _build/executed
-	for nb in $(NOTEBOOKS); do \
-	  cp $$nb _build/executed/ && \
-	  $(VENV)/bin/jupyter execute --inplace --timeout=900 _build/executed/$$(basename $$nb) || exit 1; \
-	done
+	rm -rf _build/executed && mkdir -p _build/executed && cp $(NOTEBOOKS) _build/executed/
+	@$(call share,$(words $(NOTEBOOKS))); \
+	echo "execute: $$jobs chapters in $$workers processes, $$threads torch threads each"; \
+	printf '%s\n' $(addprefix _build/executed/,$(notdir $(NOTEBOOKS))) | FUHELPERS_THREADS=$${FUHELPERS_THREADS:-$$threads} \
+	  xargs -n 1 -P $$(( workers > 0 ? workers : 1 )) $(VENV)/bin/jupyter execute --inplace --timeout=900
 	cp _build/executed/*.ipynb notebooks/
 
 # The Flower adapter (fuhelpers.flower): installs the extra into the same environment (torch pinned in the same
