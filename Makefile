@@ -16,7 +16,7 @@ FLOWER_NOTEBOOKS := notebooks/07_flower.ipynb
 CORE_NOTEBOOKS := $(filter-out $(FLOWER_NOTEBOOKS),$(NOTEBOOKS))
 export FUHELPERS_PROGRESS ?= 0
 # Tests run in WORKERS processes (pytest-xdist, default one per core), each test file or chapter whole in one of
-# them. Two chapters side by side each get CORES/WORKERS torch threads: on 2 cores, nbval took 17.3 min this way
+# them. Two chapters side by side each get CORES/WORKERS torch threads: on 2 cores, nbval took 16-17 min this way
 # against 27.6 min for one chapter after another at two threads (an AVX2 CPU; small models scale badly over
 # threads). WORKERS=0 runs everything in the pytest process.
 CORES   := $(shell $(PYTHON) -c "import os; print(os.cpu_count() or 1)")
