@@ -24,6 +24,10 @@ WORKERS ?= $(CORES)
 # $(call share,JOBS): shell code setting $workers (WORKERS, at most JOBS) and $threads (the cores shared out)
 share = jobs=$(1); workers=$$(( $(WORKERS) < jobs ? $(WORKERS) : jobs )); \
 	threads=$$(( workers > 0 ? $(CORES) / workers : $(CORES) )); [ $$threads -ge 1 ] || threads=1
+# Executing a chapter rewrites its record results/<chapter>.json. nbval and smoke only check the chapters, and a
+# failed execute adopts nothing: $(call keep,DIR) saves the records before, $(call restore,DIR) puts them back.
+keep = rm -rf $(1) && mkdir -p $(1) && cp results/[0-9]*.json $(1)/
+restore = cp $(1)/*.json results/
 
 .PHONY: book test unit nbval smoke browser clean execute colab-pin flower
 
@@ -48,7 +52,8 @@ unit: $(STAMP)
 # (../shared/data); without it the chapters run on embedded data and only execution is checked.
 # NBVAL_TESTS: test files run beside the chapters (make flower).
 nbval: $(STAMP)
-	@if $(PY) -c "import sys; from fuhelpers.data import available_datasets; sys.exit('mnist' not in available_datasets(present_only=True))"; then \
+	@$(call keep,_build/kept-nbval); \
+	if $(PY) -c "import sys; from fuhelpers.data import available_datasets; sys.exit('mnist' not in available_datasets(present_only=True))"; then \
 	  mode=--nbval; \
 	else \
 	  mode=--nbval-lax; \
@@ -57,15 +62,18 @@ nbval: $(STAMP)
 	$(call share,$(words $(CORE_NOTEBOOKS) $(NBVAL_TESTS))); \
 	echo "nbval: $$jobs files in $$workers workers, $$threads torch threads each"; \
 	FUHELPERS_THREADS=$${FUHELPERS_THREADS:-$$threads} $(PY) -m pytest $$mode -n $$workers --dist loadfile \
-	  --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(CORE_NOTEBOOKS) $(NBVAL_TESTS)
+	  --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider $(CORE_NOTEBOOKS) \
+	  $(NBVAL_TESTS); status=$$?; $(call restore,_build/kept-nbval); exit $$status
 
 # papermill runs each notebook with scale="smoke" injected (the switch readers use for full runs). Not part of
 # `make test`: on a CPU it executes exactly what nbval executes; tests/test_notebooks.py checks the injection.
 smoke: $(STAMP)
-	mkdir -p _build/papermill
-	for nb in $(NOTEBOOKS); do \
-	  $(VENV)/bin/papermill --no-progress-bar -p scale smoke $$nb _build/papermill/$$(basename $$nb) || exit 1; \
-	done
+	rm -rf _build/papermill && mkdir -p _build/papermill
+	@$(call keep,_build/kept-smoke); $(call share,$(words $(NOTEBOOKS))); \
+	echo "smoke: $$jobs chapters in $$workers processes, $$threads torch threads each"; \
+	printf '%s\n' $(NOTEBOOKS) | FUHELPERS_THREADS=$${FUHELPERS_THREADS:-$$threads} xargs -P $$(( workers > 0 ? workers : 1 )) \
+	  -I NB sh -c '$(VENV)/bin/papermill --no-progress-bar -p scale smoke NB _build/papermill/$$(basename NB)'; \
+	status=$$?; $(call restore,_build/kept-smoke); exit $$status
 
 # Every page of _toc.yml in headless Chromium, served from _build/html by a local server: pages load offline,
 # MathJax typesets every formula, images and internal links resolve, no traceback is shown. Needs `chromium`
@@ -81,10 +89,11 @@ browser: $(STAMP)
 # They run side by side, as under nbval (WORKERS processes, the cores shared out among them).
 execute: $(STAMP)
 	rm -rf _build/executed && mkdir -p _build/executed && cp $(NOTEBOOKS) _build/executed/
-	@$(call share,$(words $(NOTEBOOKS))); \
+	@$(call keep,_build/kept-execute); $(call share,$(words $(NOTEBOOKS))); \
 	echo "execute: $$jobs chapters in $$workers processes, $$threads torch threads each"; \
 	printf '%s\n' $(addprefix _build/executed/,$(notdir $(NOTEBOOKS))) | FUHELPERS_THREADS=$${FUHELPERS_THREADS:-$$threads} \
-	  xargs -n 1 -P $$(( workers > 0 ? workers : 1 )) $(VENV)/bin/jupyter execute --inplace --timeout=900
+	  xargs -n 1 -P $$(( workers > 0 ? workers : 1 )) $(VENV)/bin/jupyter execute --inplace --timeout=900 \
+	  || { $(call restore,_build/kept-execute); echo "execute: a chapter failed: no chapter or record replaced"; exit 1; }
 	cp _build/executed/*.ipynb notebooks/
 
 # The Flower adapter (fuhelpers.flower): installs the extra into the same environment (torch pinned in the same
