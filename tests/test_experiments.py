@@ -364,6 +364,19 @@ def test_a_record_of_another_configuration_is_not_resumed(tmp_path):
     assert rec["scenarios"]["iid"]["config"]["setting"]["num_rounds"] == 2
 
 
+def test_fresh_with_some_scenarios_recomputes_only_those(tmp_path):
+    exp = tiny_experiment(scenarios=("iid", "dirichlet"), methods=())
+    before = ex.run(exp, "smoke", root=tmp_path)[0]["scenarios"]
+    changed = dataclasses.replace(exp, scales={"smoke": ex.Scale(
+        {**exp.scale("smoke").settings, "iid": dataclasses.replace(TINY, num_rounds=2)}, (0,))})
+    with pytest.raises(ValueError, match="another configuration"):
+        ex.run(changed, "smoke", root=tmp_path, scenarios=["iid"])
+    after = ex.run(changed, "smoke", root=tmp_path, scenarios=["iid"], fresh=True)[0]
+    assert after["scenarios"]["iid"]["config"]["setting"]["num_rounds"] == 2
+    assert after["scenarios"]["dirichlet"] == before["dirichlet"]   # kept as it was, not recomputed
+    assert after["complete"] and len(after["runs"]) == 2
+
+
 def test_a_starting_point_that_measures_differently_starts_over(tmp_path):
     exp = tiny_experiment(scenarios=("iid",), methods=("ft",))
     rec = ex.run(exp, "smoke", root=tmp_path)[0]

@@ -51,7 +51,8 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
     root : path, optional
         Folder of the records (default: the repository's ``results/``).
     fresh : bool
-        Recompute even what a record already holds.
+        Recompute even what a record already holds: the whole record, or with ``scenarios`` only those
+        scenarios (the record's others are kept, e.g. after one scenario's setting changed).
     device : torch.device or str, optional
     show_progress : bool, optional
         One bar over every (seed, scenario, method), with the time left.
@@ -74,7 +75,8 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
     out = []
     with clients_in(client_processes):
         for seed in seeds:
-            record = records.load(exp.name, scale, seed, root) if not fresh else None
+            keep_others = fresh and set(scenarios) != set(exp.scenarios)
+            record = records.load(exp.name, scale, seed, root) if keep_others or not fresh else None
             record = record or records.new(exp.name, scale, seed)
             this_run = records.start_run()
             if client_processes:
