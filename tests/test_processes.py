@@ -6,14 +6,17 @@ import sys
 import time
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import make_blobs, tiny_net
 from fuhelpers import fl
 from fuhelpers.data import ArrayDataset
+from fuhelpers.federation import Federation, Request
 from fuhelpers.models import MnistCNN
 from fuhelpers.processes import ClientProcesses
+from fuhelpers.unlearn import tis
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +147,23 @@ def test_a_custom_local_trainer_runs_here(runtime):
     ref, out = both(runtime, tiny_net, clients, config, local_trainer=counting_trainer)
     assert calls == [20, 12] * 4
     assert_same_weights(ref.model, out.model)
+
+
+def test_tis_curvatures_under_the_workers_are_computed_here_as_without_them(runtime):
+    # TIS asks every client for its curvature; ClientProcesses only trains, so the query is answered in this
+    # process (it used to fail with an AttributeError, e.g. in a benchmark run with --client-processes)
+    data = make_blobs(n=45)
+    fed = Federation.from_partition(data, [np.arange(0, 15), np.arange(15, 30), np.arange(30, 45)], make_blobs(12, 1))
+    request, net = Request.for_samples({0: [0, 3], 2: [1, 2, 7]}), tiny_net(seed=2)
+    here = tis.client_curvatures(net, fed, request, "ggn_exact", batch_size=4)
+    with fl.client_runtime(runtime):
+        there = tis.client_curvatures(net, fed, request, "ggn_exact", batch_size=4)
+    assert [(c.client, c.n_forget, c.n_retain) for c in there] == [(c.client, c.n_forget, c.n_retain) for c in here]
+    for a, b in zip(here, there):
+        for part in ("forget", "retain"):
+            assert (getattr(a, part) is None) == (getattr(b, part) is None)
+            for name, value in (getattr(a, part) or {}).items():
+                assert torch.equal(value, getattr(b, part)[name])
 
 
 def test_it_refuses_to_run_unstarted_or_off_the_cpu():

@@ -33,7 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     run_p = sub.choices["run"]
     run_p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default: the scale's)")
     run_p.add_argument("--scenarios", nargs="+", default=None, help="scenarios (default: all of the experiment's)")
-    run_p.add_argument("--fresh", action="store_true", help="recompute what the records already hold (with --scenarios: only those scenarios)")
+    run_p.add_argument("--fresh", action="store_true",
+                       help="recompute what the records already hold (with --scenarios: only those scenarios)")
     run_p.add_argument("--device", default=None, help="torch device (default: the first GPU, else CPU)")
     run_p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: see set_threads)")
     run_p.add_argument("--client-processes", type=int, default=0, metavar="N",

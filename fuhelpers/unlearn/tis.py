@@ -78,7 +78,8 @@ def client_curvatures(model: nn.Module, federation, request, method: str = "ggn_
     """Each client's Hessian diagonals on its forget and retain parts (Eq. 29).
 
     Each client computes these on its own data (:func:`client_curvature`): here, in turn, or, inside
-    :func:`fuhelpers.fl.client_runtime`, on the runtime's clients (Flower's answer a query).
+    :func:`fuhelpers.fl.client_runtime`, on the runtime's clients where they answer the query (Flower's do;
+    :class:`~fuhelpers.processes.ClientProcesses` only trains, so under it they are computed here).
 
     Parameters
     ----------
@@ -99,9 +100,9 @@ def client_curvatures(model: nn.Module, federation, request, method: str = "ggn_
     list of ClientCurvature
         One per client, in client-id order (empty clients included, with None diagonals).
     """
-    runtime = active_runtime()
-    if runtime is not None:
-        return runtime.client_curvatures(model, federation.num_clients, request, method, seed=seed, **kwargs)
+    ask_clients = getattr(active_runtime(), "client_curvatures", None)
+    if ask_clients is not None:   # clients that answer queries (Flower's); ClientProcesses only trains
+        return ask_clients(model, federation.num_clients, request, method, seed=seed, **kwargs)
     return [client_curvature(model, data, federation.forget_mask(c, request), c, method, seed=seed, **kwargs)
             for c, data in enumerate(federation.clients)]
 
