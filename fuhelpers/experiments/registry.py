@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 
 from ..scenarios import SCENARIOS
-from .methods import METHODS, Variant, as_variant, options
+from .methods import METHODS, Variant, as_variant, l2u_start_name, options
 from .setting import Setting
 
 
@@ -110,10 +110,54 @@ def fingerprint(config: dict) -> str:
     Setting fields at their default value are left out, so that adding a field to :class:`Setting` (with a
     default that keeps the old behaviour) leaves existing records resumable.
     """
-    defaults = json.loads(json.dumps(dataclasses.asdict(Setting()), default=list))
-    setting = {k: v for k, v in config["setting"].items() if k not in defaults or v != defaults[k]}
-    key = {**config, "setting": setting}
+    key = {**config, "setting": _without_defaults(config["setting"])}
     return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _without_defaults(setting: dict) -> dict:
+    defaults = json.loads(json.dumps(dataclasses.asdict(Setting()), default=list))
+    return {k: v for k, v in setting.items() if k not in defaults or v != defaults[k]}
+
+
+def reusable(old: dict, new: dict) -> set[str] | None:
+    """The models of a scenario recorded under configuration ``old`` that configuration ``new`` would recompute
+    identically: what a resume keeps when only methods' options changed.
+
+    Parameters
+    ----------
+    old, new : dict
+        Configurations as :meth:`Experiment.config` returns them (``old`` as stored in a record).
+
+    Returns
+    -------
+    set of str or None
+        None where the setting itself changed (data, model, training: nothing carries over). Otherwise the
+        variants whose options are unchanged, except those whose method reads the options of a method whose
+        options changed (:attr:`Method.uses`: Random Reset takes TIS's counts); FOUL's starting points whose L2U
+        model is unchanged; and ``"original"``, the starting point, which a resume measures again anyway.
+    """
+    parts = lambda c: ({k: v for k, v in _without_defaults(c["setting"]).items() if k != "options"},
+                       c["setting"].get("options", {}))
+    (old_setting, old_opts), (new_setting, new_opts) = parts(old), parts(new)
+    if old_setting != new_setting:
+        return None
+    changed = {m for m in {*old_opts, *new_opts} if old_opts.get(m) != new_opts.get(m)}
+    changed |= {v["method"] for name, v in new["methods"].items() if old["methods"].get(name) != v}
+    kept = {name for name, v in new["methods"].items()
+            if old["methods"].get(name) == v and not changed & set(METHODS[v["method"]].uses)}
+    old_starts, new_starts = _l2u_models(old), _l2u_models(new)
+    starts = {s for s, models in new_starts.items() if len(models) == 1 and old_starts.get(s) == models}
+    return kept | starts | {"original"}
+
+
+def _l2u_models(config: dict) -> dict:
+    """FOUL's starting points (record names) -> the L2U models its variants pre-train for them."""
+    out = {}
+    for v in config["methods"].values():
+        if v["method"] == "foul":
+            o = v["options"]
+            out.setdefault(l2u_start_name(o), set()).add(json.dumps(o["l2u_kwargs"], sort_keys=True))
+    return out
 
 
 TUNING_SEED = 100  # hyper-parameters are chosen on this seed, never on a reported one
