@@ -16,7 +16,7 @@ from fuhelpers import audit, metrics, partition, precision
 from fuhelpers import experiments as ex
 from fuhelpers.experiments import __main__ as cli
 from fuhelpers.experiments import measures as emeasure
-from fuhelpers.experiments import records, registry
+from fuhelpers.experiments import records, registry, runner
 from fuhelpers.experiments.methods import per_round
 from fuhelpers.experiments import tables as bstats
 from fuhelpers.scenarios import FORGETTING_METRIC, SCENARIOS
@@ -335,7 +335,6 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch
 
 
 def test_a_finished_scenario_is_saved_complete_before_the_next_one_starts(tmp_path, monkeypatch):
-    from fuhelpers.experiments import runner
     exp = tiny_experiment(scenarios=("iid", "dirichlet"), methods=("ft",))
     original_prepare = runner.prepare
 
@@ -353,12 +352,12 @@ def test_a_finished_scenario_is_saved_complete_before_the_next_one_starts(tmp_pa
     assert list(ex.summaries([saved])) == ["iid"]
 
 
-def test_a_record_of_another_configuration_is_not_resumed(tmp_path):
+def test_a_record_of_another_setting_is_not_resumed(tmp_path):
     exp = tiny_experiment(scenarios=("iid",), methods=())
     ex.run(exp, "smoke", root=tmp_path)
     changed = dataclasses.replace(exp, scales={"smoke": ex.Scale(
         registry.per_scenario(dataclasses.replace(TINY, num_rounds=2), TINY_DOMAIN), (0,))})
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="another setting"):
         ex.run(changed, "smoke", root=tmp_path)
     rec = ex.run(changed, "smoke", root=tmp_path, fresh=True)[0]
     assert rec["scenarios"]["iid"]["config"]["setting"]["num_rounds"] == 2
@@ -369,12 +368,52 @@ def test_fresh_with_some_scenarios_recomputes_only_those(tmp_path):
     before = ex.run(exp, "smoke", root=tmp_path)[0]["scenarios"]
     changed = dataclasses.replace(exp, scales={"smoke": ex.Scale(
         {**exp.scale("smoke").settings, "iid": dataclasses.replace(TINY, num_rounds=2)}, (0,))})
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ValueError, match="another setting"):
         ex.run(changed, "smoke", root=tmp_path, scenarios=["iid"])
     after = ex.run(changed, "smoke", root=tmp_path, scenarios=["iid"], fresh=True)[0]
     assert after["scenarios"]["iid"]["config"]["setting"]["num_rounds"] == 2
     assert after["scenarios"]["dirichlet"] == before["dirichlet"]   # kept as it was, not recomputed
     assert after["complete"] and len(after["runs"]) == 2
+
+
+def test_changed_options_recompute_only_the_methods_they_touch(tmp_path, monkeypatch):
+    exp = tiny_experiment(scenarios=("iid",), methods=("ft", "not", "tis", "random_reset"))
+    before = ex.run(exp, "smoke", root=tmp_path)[0]["scenarios"]["iid"]
+    # NoT's and TIS's options change; Random Reset reads TIS's (its counts), FT and Retrain read neither
+    options = {**TINY.options, "not": {"recovery_lr_scale": 0.5}, "tis": {"gamma": 0.3}}
+    changed = dataclasses.replace(exp, scales={"smoke": ex.Scale({"iid": dataclasses.replace(TINY, options=options)},
+                                                                 (0,))})
+    ran, run_variant = [], runner.run_variant
+    monkeypatch.setattr(runner, "run_variant", lambda p, v: ran.append(v.name) or run_variant(p, v))
+    with pytest.warns(UserWarning, match=r"keeping \['ft', 'retrain'\], recomputing \['not', 'random_reset', 'tis'\]"):
+        resumed = ex.run(changed, "smoke", root=tmp_path)[0]["scenarios"]["iid"]
+    assert sorted(ran) == ["not", "random_reset", "tis"]
+    assert all(resumed["measures"][m] == before["measures"][m] for m in ("original", "retrain", "ft"))
+    # the resumed record holds what recomputing everything under the new options gives
+    monkeypatch.setattr(runner, "run_variant", run_variant)
+    again = ex.run(changed, "smoke", root=tmp_path / "again")[0]["scenarios"]["iid"]
+    assert resumed["fingerprint"] == again["fingerprint"] and resumed["complete"]
+    assert resumed["measures"] == again["measures"]
+    untimed = lambda rows: {m: {k: v for k, v in r.items() if k not in TIMING} for m, r in rows.items()}
+    assert untimed(resumed["rows"]) == untimed(again["rows"])
+    assert resumed["measures"]["not"] != before["measures"]["not"]
+
+
+def test_foul_keeps_its_starting_point_unless_the_l2u_model_changes(tmp_path):
+    exp = tiny_experiment(scenarios=("domain",), methods=("foul",))
+    before = ex.run(exp, "smoke", root=tmp_path)[0]["scenarios"]["domain"]
+    base = TINY_DOMAIN.options["foul"]
+    l2u = {**ex.DEFAULTS["foul"]["l2u_kwargs"], "width": 4}
+    for k, (foul, kept) in enumerate([({**base, "lr": 0.02}, "'foul_start', 'retrain'"),     # the server step
+                                      ({**base, "lr": 0.02, "l2u_kwargs": l2u}, "'retrain'")]):  # the L2U model
+        changed = dataclasses.replace(exp, scales={"smoke": ex.Scale(
+            {"domain": dataclasses.replace(TINY_DOMAIN, options={**TINY_DOMAIN.options, "foul": foul})}, (0,))})
+        with pytest.warns(UserWarning, match=rf"keeping \[{kept}\], recomputing \['foul'\]"):
+            resumed = ex.run(changed, "smoke", root=tmp_path)[0]["scenarios"]["domain"]
+        again = ex.run(changed, "smoke", root=tmp_path / f"again{k}")[0]["scenarios"]["domain"]
+        assert resumed["measures"] == again["measures"]
+        assert resumed["measures"]["foul"] != before["measures"]["foul"]
+    assert resumed["measures"]["foul_start"] != before["measures"]["foul_start"]
 
 
 def test_a_starting_point_that_measures_differently_starts_over(tmp_path):

@@ -59,6 +59,8 @@ class Method:
         Whether it reads the training history (every client's upload of every round is then recorded).
     source : str
         Where its default options come from.
+    uses : tuple of str
+        Other methods whose options it reads (a change of theirs changes its result).
     """
 
     name: str
@@ -69,6 +71,7 @@ class Method:
     applies: Callable = lambda p: None
     history: bool = False
     source: str = ""
+    uses: tuple = ()
 
     @property
     def requires(self) -> set[str]:
@@ -305,7 +308,7 @@ METHODS = {m.name: m for m in [
            source="NoT paper's baseline; recovery rounds of the setting"),
     Method("random_reset", "Random Reset", "the initial model, and TIS's curvature round with every client "
            "(it resets as many entries per layer as TIS)", _random_reset, random_reset,
-           source="TIS paper, Sec. 6 (control)"),
+           source="TIS paper, Sec. 6 (control)", uses=("tis",)),
     Method("federaser", "FedEraser", "every client's stored updates; retained clients for calibration rounds "
            "(stored length, calibrated direction, as the paper)", _federaser, federaser, _needs_history,
            history=True, source="FedEraser paper and code (DPUL's baseline)"),

@@ -6,6 +6,9 @@ scenario are kept; the starting point is trained again (same seed) and must meas
 otherwise (another machine's kernels, another commit) the scenario starts over, with a warning. A
 finished scenario is not recomputed unless ``fresh=True``. Each model's entry names the commit that
 produced it (``commits``), so a record resumed under a later commit says which numbers came from which.
+A scenario recorded under other options of some methods (same setting) keeps the models that those options
+do not touch and recomputes the others, with a warning naming both; one recorded under another setting is
+not resumed (``fresh=True`` recomputes it).
 
 Where the device only emulates a setting's bf16, the run trains in fp32 (:meth:`Setting.on`): the run's entry
 in ``runs`` says ``"precision": {"bf16": "fp32"}`` and each scenario's entry its ``precision``; a scenario
@@ -29,7 +32,7 @@ from ..results import _jsonable
 from . import records
 from .measures import measure, row
 from .methods import METHODS, l2u_start, l2u_start_name, needs_history, options, run_variant
-from .registry import Experiment, fingerprint, get, scenario_of
+from .registry import Experiment, fingerprint, get, reusable, scenario_of
 from .setting import prepare
 
 
@@ -108,8 +111,8 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     fp = fingerprint(config)
     entry = record["scenarios"].get(scenario)
     if entry is not None and entry["fingerprint"] != fp and not fresh:
-        raise ValueError(f"{records.path(exp.name, scale, seed, root)} holds {scenario!r} under another "
-                         "configuration; pass fresh=True (--fresh) to recompute it")
+        entry = _carry_over(entry, config, fp, f"{records.path(exp.name, scale, seed, root)}, {scenario!r}")
+        record["scenarios"][scenario] = entry
     variants = exp.variants(scenario)
     if entry is not None and entry["complete"] and not fresh:
         bar.update(len(variants) + 1)
@@ -176,6 +179,25 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     entry["complete"] = True
     entry["wall_seconds"] += time.perf_counter() - started
     records.save(record, root)  # finished now, not only once the next scenario has saved something
+
+
+def _carry_over(entry: dict, config: dict, fp: str, where: str) -> dict:
+    """A new entry under ``config`` holding the models of ``entry`` that it would recompute identically
+    (:func:`~fuhelpers.experiments.registry.reusable`); ValueError where the setting itself changed."""
+    kept = reusable(entry["config"], config)
+    if kept is None:
+        raise ValueError(f"{where}: recorded under another setting; pass fresh=True (--fresh) to recompute it")
+    new = records.new_scenario(fp, config)
+    for key in ("measures", "costs", "logs", "commits", "info", "skipped"):
+        new[key] = {name: x for name, x in entry.get(key, {}).items() if name in kept}
+    if "audit" in entry:
+        new["audit"] = {**entry["audit"], "details": {name: x for name, x in entry["audit"]["details"].items()
+                                                      if name in kept}}
+    new["wall_seconds"] = entry["wall_seconds"]   # the time spent on this entry over all runs
+    again = sorted(set(config["methods"]) - kept)
+    warnings.warn(f"{where}: recorded under other options; keeping {sorted(set(new['measures']) - {'original'})}, "
+                  f"recomputing {again}", stacklevel=3)
+    return new
 
 
 def _describe(refs) -> dict:
