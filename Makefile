@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh machine:
 #   make book   -> builds the book into _build/html from the chapters' committed (CI-verified) outputs
-#   make test   -> unit tests (papermill parameter injection included); nbval re-executes every chapter and
-#                  checks it against its committed outputs
+#   make test   -> unit tests (papermill parameter injection included); nbval re-executes chapters 1-6 and
+#                  checks them against their committed outputs (chapter 7, Flower: make flower)
 #   make execute book -> re-executes every chapter in place, then builds the book
 #   make browser -> opens every page of the built book in headless Chromium (tests/browser)
 # Each creates the virtual environment .venv on first use.

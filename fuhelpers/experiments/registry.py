@@ -222,8 +222,8 @@ BENCHMARK = Experiment(
     "benchmark", "Every method on every scenario", "06_benchmark", SCENARIOS, tuple(METHODS),
     {"smoke": Scale(per_scenario(SMOKE, SMOKE_DOMAIN), (0, 1, 2), "2 CPU cores, about 6 minutes"),
      "cpu": Scale(per_scenario(CPU, CPU_DOMAIN, CPU_BACKDOOR, CPU_CATEGORICAL), (0, 1, 2),
-                 "2 CPU cores; measured 20-78 minutes per scenario and seed on one thread beside other runs; (e), all "
-                 "of MNIST in fp32: 56-58 minutes per seed with two client processes"),
+                 "2 CPU cores; measured 43-78 minutes per scenario and seed for (a)-(d) on one thread beside other "
+                 "runs; (e), all of MNIST in fp32: 56-58 minutes per seed with two client processes"),
      "gpu": Scale(per_scenario(GPU, GPU_DOMAIN, categorical=GPU_CATEGORICAL), (0, 1, 2), "one GPU; not run yet")})
 
 SMALL_CNN = dict(width=(16, 32), hidden=64)  # the chapters' CNN at smoke scale
@@ -248,15 +248,15 @@ TIS_RETRAINED = tuple(Variant(gamma_name(m, g, "_trim"), method, {"gamma": g, "r
 TIS_SMOKE = Setting(n_train=2000, n_test=1000, n_server=0, test_seed_offset=1, alpha=0.8, arch_kwargs=SMALL_CNN,
                     num_rounds=8, local_epochs=3)
 TIS_SMOKE_BACKDOOR = dataclasses.replace(TIS_SMOKE, dataset="mnist", n_train=3000, num_rounds=10)
-# the paper's MNIST CNN and optimiser (conv 32/64, fc 512; SGD lr 0.01, momentum 0.9, batch 32) and its six epochs
-# of data, as 60 FedAvg rounds of 50 local steps per client. On the tuning seed 6 rounds of one local epoch left the
-# preferential split at 70.2 % test accuracy (44 % on the forgotten client's class; 12 such rounds: 76.4 %), 60 x 50
-# steps reached 82.7 % (82 %); IID 87.8 % and 88.2 %. The paper trains centrally on the union of the clients' data
-# (93.5 %), where the split does not matter. The MNIST backdoor needs the short rounds too: with half of the target
-# client's eligible images triggered, 6 rounds of one epoch left the attack success on triggered test images at
-# 11-16 % (seeds 0, 1), 60 x 50 steps took it to 99.7 % at 99.0 % test accuracy (tuning seed); every eligible image
-# triggered (the authors' code, which trains centrally) gave 0.8 % at 97.9 %: without clean images of its own the
-# client learns "everything is 9", not the trigger.
+# the paper's MNIST CNN and optimiser (conv 32/64, fc 512; SGD lr 0.01, momentum 0.9, batch 32); 60 FedAvg rounds of
+# 50 local steps per client, eight epochs of data (the paper trains six). On the tuning seed 6 rounds of one local
+# epoch left the preferential split at 70.2 % test accuracy (44 % on the forgotten client's class; 12 such rounds:
+# 76.4 %), 60 x 50 steps reached 82.7 % (82 %); IID 87.8 % and 88.2 %. The paper trains centrally on the union of the
+# clients' data (93.5 %), where the split does not matter. The MNIST backdoor needs the short rounds too: with half of
+# the target client's eligible images triggered, 6 rounds of one epoch left the attack success on triggered test
+# images at 11-16 % (seeds 0, 1), 60 x 50 steps took it to 99.7 % at 99.0 % test accuracy (tuning seed); every
+# eligible image triggered (the authors' code, which trains centrally) gave 0.8 % at 97.9 %: without clean images of
+# its own the client learns "everything is 9", not the trigger.
 TIS_CPU = dataclasses.replace(CPU, n_server=0, num_clients=5, alpha=0.8, num_rounds=60, local_steps=50, local_epochs=1,
                               lr=0.01, options={})
 TIS_GPU = dataclasses.replace(TIS_CPU, num_rounds=20, local_epochs=2, local_steps=None, precision="fp32")
@@ -345,7 +345,7 @@ DPUL = Experiment(
     ("ft", "federaser", "federaser_direction", "dpul", *DPUL_ABLATION, *DPUL_SENSITIVITY),
     {"smoke": Scale({"backdoor": DPUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
      "cpu": Scale({"backdoor": DPUL_CPU_SHORT}, (0, 1, 2),
-                  "2 CPU cores; measured 52-75 minutes per seed on one thread beside a second run"),
+                  "2 CPU cores; measured 72-75 minutes per seed on one thread beside a second run, 52 on two threads"),
      "gpu": Scale({"backdoor": DPUL_GPU}, (0, 1, 2), "one GPU; not run yet")})
 
 # wall time against the number of clients (Sec. 5.6): the same number of images per client on average (a Dirichlet
