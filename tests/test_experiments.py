@@ -330,8 +330,10 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_record(tmp_path, monkeypatch
     assert not calls                                  # Retrain was kept, not recomputed
     assert resumed["complete"] and len(resumed["runs"]) == 2
     assert _numbers(resumed) == _numbers(whole)
-    again = ex.run(exp, "smoke", root=tmp_path / "stopped")[0]   # finished: nothing runs
-    assert not calls and _numbers(again) == _numbers(whole)
+    saved = records.path("tiny", "smoke", 0, tmp_path / "stopped").read_text()
+    again = ex.run(exp, "smoke", root=tmp_path / "stopped")[0]   # finished: nothing runs, no run is added
+    assert not calls and _numbers(again) == _numbers(whole) and len(again["runs"]) == 2
+    assert records.path("tiny", "smoke", 0, tmp_path / "stopped").read_text() == saved
 
 
 def test_a_finished_scenario_is_saved_complete_before_the_next_one_starts(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ Layout: ``results/<experiment>/<scale>/seed<k>.json``::
 
     {"schema": 1, "experiment": str, "scale": str, "seed": int, "complete": bool,
      "provenance": {git_commit, date, versions, device, threads, CPU model and numerics, ...},
-     "runs": [{"git_commit", "date", "wall_seconds"}, ...],        # one per invocation (resumes add one)
+     "runs": [{"git_commit", "date", "wall_seconds"}, ...],        # one per invocation that computed something
      "scenarios": {scenario: {
          "fingerprint": str, "config": {"setting": ..., "methods": ...},
          "measures": {method: {measure: float}},   # raw, as each method finished

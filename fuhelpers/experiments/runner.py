@@ -84,13 +84,13 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
             this_run = records.start_run()
             if client_processes:
                 this_run["client_processes"] = client_processes
-            record["runs"].append(this_run)
             for scenario in scenarios:
                 started = time.perf_counter()
                 _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar)
                 this_run["wall_seconds"] += time.perf_counter() - started
-            record["complete"] = all(record["scenarios"].get(s, {}).get("complete") for s in exp.scenarios)
-            records.save(record, root)
+            if any(r is this_run for r in record["runs"]):   # a finished record is left as it was
+                record["complete"] = all(record["scenarios"].get(s, {}).get("complete") for s in exp.scenarios)
+                records.save(record, root)
             out.append(record)
     bar.close()
     return out
@@ -117,6 +117,8 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     if entry is not None and entry["complete"] and not fresh:
         bar.update(len(variants) + 1)
         return
+    if not any(r is this_run for r in record["runs"]):   # this invocation computes something: the record says so
+        record["runs"].append(this_run)
     if entry is None or fresh:
         entry = record["scenarios"][scenario] = records.new_scenario(fp, config)
     started = time.perf_counter()
