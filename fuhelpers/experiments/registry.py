@@ -312,7 +312,8 @@ FOUL = Experiment(
     ("ft", "not", "foul", *FOUL_VARIANTS),
     {"smoke": Scale({"domain": FOUL_SMOKE}, (0,), "2 CPU cores, about a minute"),
      "cpu": Scale({"domain": CPU_DOMAIN}, (0, 1, 2),
-                  "2 CPU cores; measured 29-39 minutes per seed on one thread beside a second run"),
+                  "2 CPU cores (AVX2, fp32), two client processes: 76 minutes per seed run without a stop, "
+                  "40-50 of them the unlearning runs"),
      "gpu": Scale({"domain": GPU_DOMAIN}, (0, 1, 2), "one GPU; not run yet")})
 
 # ---------------------------------------------------------------- chapter 5: DPUL (and FedEraser)
