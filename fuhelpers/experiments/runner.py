@@ -84,13 +84,17 @@ def run(experiment: Experiment | str, scale: str = "smoke", seeds=None, *, scena
             this_run = records.start_run()
             if client_processes:
                 this_run["client_processes"] = client_processes
+            record["runs"].append(this_run)
+            computed = False
             for scenario in scenarios:
                 started = time.perf_counter()
-                _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar)
+                computed |= _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar)
                 this_run["wall_seconds"] += time.perf_counter() - started
-            if any(r is this_run for r in record["runs"]):   # a finished record is left as it was
+            if computed:
                 record["complete"] = all(record["scenarios"].get(s, {}).get("complete") for s in exp.scenarios)
                 records.save(record, root)
+            else:   # a finished record is left as it was: no run entry for an invocation that computed nothing
+                record["runs"].pop()
             out.append(record)
     bar.close()
     return out
@@ -106,7 +110,8 @@ def clients_in(processes: int):
         yield
 
 
-def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar) -> None:
+def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, device, bar) -> bool:
+    """Run what ``record`` lacks of one scenario; False where it was finished already (nothing computed)."""
     config = exp.config(scenario, scale)
     fp = fingerprint(config)
     entry = record["scenarios"].get(scenario)
@@ -116,9 +121,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     variants = exp.variants(scenario)
     if entry is not None and entry["complete"] and not fresh:
         bar.update(len(variants) + 1)
-        return
-    if not any(r is this_run for r in record["runs"]):   # this invocation computes something: the record says so
-        record["runs"].append(this_run)
+        return False
     if entry is None or fresh:
         entry = record["scenarios"][scenario] = records.new_scenario(fp, config)
     started = time.perf_counter()
@@ -181,6 +184,7 @@ def _run_scenario(exp, scale, scenario, seed, record, this_run, root, fresh, dev
     entry["complete"] = True
     entry["wall_seconds"] += time.perf_counter() - started
     records.save(record, root)  # finished now, not only once the next scenario has saved something
+    return True
 
 
 def _carry_over(entry: dict, config: dict, fp: str, where: str) -> dict:
